@@ -1,0 +1,103 @@
+"""Pure building blocks of the decoder: RMSNorm, RoPE, attention, masks.
+
+Shape suffixes: N batch rows, T query tokens, S key slots, D hidden, K kv heads,
+G query heads per kv head, H head_dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from hicra_jax.models.config import ModelConfig
+
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+
+def rms_norm(x, weight, eps: float):
+  """HF RMSNorm: normalize in float32, cast back, then scale. x: [..., D], weight: [D]."""
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return weight.astype(x.dtype) * x32.astype(x.dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> jnp.ndarray:
+  """f32[H/2] inverse frequencies, with `linear` or `llama3` scaling applied (as transformers)."""
+  hd = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+  rope = config.rope_dict
+  rope_type = rope.get("rope_type", "default")
+  if rope_type == "linear":
+    inv_freq = inv_freq / rope["factor"]
+  elif rope_type == "llama3":
+    factor = rope["factor"]
+    low, high = rope["low_freq_factor"], rope["high_freq_factor"]
+    old_len = rope["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    inv_freq = jnp.where(is_medium, smoothed, scaled)
+  return inv_freq
+
+
+def apply_rope(x_NxTxHxD, positions_NxT, inv_freq):
+  """Rotate-half RoPE (the HF layout): x * cos + rotate_half(x) * sin, computed in float32."""
+  angles = positions_NxT.astype(jnp.float32)[..., None] * inv_freq  # [N, T, H/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x = x_NxTxHxD.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_NxTxHxD.dtype)
+
+
+def positions_from_mask(mask_NxT, offset_N=None):
+  """i32[N, T] positions counting only real tokens (left/right padding safe)."""
+  pos = jnp.cumsum(mask_NxT.astype(jnp.int32), axis=1) - 1
+  if offset_N is not None:
+    pos = pos + offset_N[:, None]
+  return jnp.maximum(pos, 0)
+
+
+def attention_mask(query_slots_T, key_valid_NxS):
+  """bool[N, T, S]: causal over slots and key padding; a query always sees its own slot.
+
+  Letting every query see itself means no row is fully masked, so padded
+  positions produce finite (ignored) values and no NaN can leak into gradients.
+  """
+  key_slots = jnp.arange(key_valid_NxS.shape[1])
+  causal = key_slots[None, :] <= query_slots_T[:, None]  # [T, S]
+  self_slot = key_slots[None, :] == query_slots_T[:, None]
+  return (causal[None] & key_valid_NxS[:, None, :]) | self_slot[None]
+
+
+def xla_attention(q_NxTxKxGxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
+  """Portable grouped-query attention; softmax in float32."""
+  logits = jnp.einsum("ntkgh,nskh->nkgts", q_NxTxKxGxH, k_NxSxKxH,
+                      preferred_element_type=jnp.float32) * scale
+  logits = jnp.where(mask_NxTxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v_NxSxKxH.dtype)
+  return jnp.einsum("nkgts,nskh->ntkgh", probs, v_NxSxKxH)
+
+
+def cudnn_attention(q_NxTxKxGxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
+  """cuDNN flash attention through jax.nn.dot_product_attention (GPU, bf16/fp16)."""
+  n, t, kh, g, h = q_NxTxKxGxH.shape
+  q = q_NxTxKxGxH.reshape(n, t, kh * g, h)
+  out = jax.nn.dot_product_attention(q, k_NxSxKxH, v_NxSxKxH, mask=mask_NxTxS[:, None],
+                                     scale=scale, implementation="cudnn")
+  return out.reshape(n, t, kh, g, h)
+
+
+def get_attention_fn(name: str) -> Callable:
+  if name == "xla":
+    return xla_attention
+  if name == "cudnn":
+    return cudnn_attention
+  raise ValueError(f"attention_impl {name!r} is not supported; expected one of {ATTENTION_IMPLS}")

@@ -1,0 +1,72 @@
+"""Per-token log-probabilities and entropies without materializing [N, T, V] logits."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=1.0, *,
+                               chunk_size: int = 512):
+  """log softmax(h W / temperature)[target] and the entropy of that distribution.
+
+  Args:
+    hidden_NxTxD: final hidden states (any float dtype; the matmul runs in that
+      dtype with float32 accumulation).
+    head_DxV: output projection (`Decoder.head_weight()`).
+    targets_NxT: i32 token whose log-probability is taken at each position
+      (usually the input shifted left by one).
+    temperature: positive scalar (may be traced); logits are divided by it.
+    chunk_size: rows of the flattened [N*T] axis processed at once (static).
+
+  Returns:
+    (logprobs f32[N, T], entropy f32[N, T]) in nats.
+
+  Memory: the tokens are processed in chunks of `chunk_size` under
+  `jax.checkpoint`, so forward and backward each hold one chunk of float32
+  logits, chunk_size x V x 4 bytes (plus a few same-sized temporaries), instead
+  of N x T x V x 4 bytes; the backward recomputes each chunk's logits. Peak
+  extra memory is O(chunk_size x V + D x V) (the latter: the head gradient).
+  """
+  n, t, d = hidden_NxTxD.shape
+  rows = n * t
+  num_chunks = -(-rows // chunk_size)
+  pad = num_chunks * chunk_size - rows
+  h = jnp.pad(hidden_NxTxD.reshape(rows, d), ((0, pad), (0, 0)))
+  y = jnp.pad(targets_NxT.reshape(rows), (0, pad))
+  h = h.reshape(num_chunks, chunk_size, d)
+  y = y.reshape(num_chunks, chunk_size)
+  inv_temp = 1.0 / jnp.asarray(temperature, jnp.float32)
+
+  @jax.checkpoint
+  def chunk(h_CxD, y_C):
+    logits = jnp.einsum("cd,dv->cv", h_CxD, head_DxV.astype(h_CxD.dtype),
+                        preferred_element_type=jnp.float32) * inv_temp
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    target = jnp.take_along_axis(logits, y_C[:, None], axis=-1)[:, 0]
+    probs = jnp.exp(logits - logz[:, None])
+    entropy = logz - jnp.sum(probs * logits, axis=-1)
+    return target - logz, entropy
+
+  def body(carry, xs):
+    return carry, chunk(*xs)
+
+  _, (logprobs, entropy) = jax.lax.scan(body, None, (h, y))
+  logprobs = logprobs.reshape(-1)[:rows].reshape(n, t)
+  entropy = entropy.reshape(-1)[:rows].reshape(n, t)
+  return logprobs, entropy
+
+
+def model_token_logprobs_and_entropy(model, tokens_NxT, attention_mask=None, temperature=1.0, *,
+                                     chunk_size: int = 512):
+  """Log-prob of each next token under `model` and the next-token entropy.
+
+  Position t scores tokens[:, t + 1] given tokens[:, : t + 1]; returns
+  (logprobs f32[N, T-1], entropy f32[N, T-1]).
+  """
+  hidden, _ = model.hidden_states(tokens_NxT, attention_mask)
+  return token_logprobs_and_entropy(hidden[:, :-1], model.head_weight(), tokens_NxT[:, 1:],
+                                    temperature, chunk_size=chunk_size)
