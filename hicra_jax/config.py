@@ -1,0 +1,335 @@
+"""Config loading and validation helpers shared by every `hicra-jax` command.
+
+Configs are ml-collections `ConfigDict`s. A command has an embedded default
+config (a `get_config()` factory inside the package) and presets live in
+top-level `configs/*.py` files, each with a `get_config()` (optionally
+`get_config(arg)`, selected with `--config configs/x.py:arg`). Fields are
+overridden on the command line with `--config.a.b=value`.
+
+Loading is cheap (no jax, no models); validation raises `ConfigError` naming
+the field, the bad value and what was expected, before anything expensive.
+
+Example:
+  config = load_config("configs/quickstart.py", ["max_new_tokens=7"])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from absl import flags
+from ml_collections import config_dict
+from ml_collections import config_flags
+
+ConfigDict = config_dict.ConfigDict
+ConfigFactory = Callable[[], ConfigDict]
+
+CONFIG_FLAG = "config"
+
+
+class ConfigError(ValueError):
+  """A config that cannot be used.
+
+  Attributes:
+    field: dotted name of the bad field (None when the error is not about one
+      field, e.g. an unparsable command line).
+    value: the bad value.
+    expected: what the field should hold.
+  """
+
+  def __init__(self, message: str, *, field: str | None = None,
+               value: Any = None, expected: str | None = None):
+    super().__init__(message)
+    self.field = field
+    self.value = value
+    self.expected = expected
+
+
+def field_error(field: str, value: Any, expected: str) -> ConfigError:
+  """A `ConfigError` for one field: "config field 'a.b' = 0: expected ..."."""
+  return ConfigError(f"config field {field!r} = {value!r}: expected {expected}",
+                     field=field, value=value, expected=expected)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def config_file_arg(args: Sequence[str],
+                    name: str = CONFIG_FLAG) -> str | None:
+  """The value of `--config` in args (argv without argv[0]), or None.
+
+  The last occurrence wins, as in absl.
+  """
+  value = None
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    if arg in (f"--{name}", f"-{name}"):
+      value = args[i + 1] if i + 1 < len(args) else ""
+    elif arg.startswith((f"--{name}=", f"-{name}=")):
+      value = arg.split("=", 1)[1]
+  return value
+
+
+def override_fields(args: Sequence[str],
+                    name: str = CONFIG_FLAG) -> list[str]:
+  """Dotted field names overridden in args, e.g. ["a.b"] for --config.a.b=1."""
+  fields = []
+  for arg in args:
+    if arg == "--":
+      break
+    for prefix in (f"--{name}.", f"-{name}."):
+      if arg.startswith(prefix):
+        fields.append(arg[len(prefix):].split("=", 1)[0])
+        break
+  return fields
+
+
+def _check_field_exists(config: ConfigDict, field: str) -> None:
+  node: Any = config
+  parts = field.split(".")
+  for i, part in enumerate(parts):
+    key = part.split("[", 1)[0]
+    if not isinstance(node, ConfigDict):
+      raise ConfigError(
+          f"cannot override {field!r}: {'.'.join(parts[:i])!r} is a "
+          f"{type(node).__name__}, not a nested config", field=field)
+    if key not in node:
+      known = sorted(".".join(parts[:i] + [k]) for k in node.keys())
+      raise ConfigError(f"unknown config field {field!r} in the overrides; "
+                        f"expected one of {known}", field=field)
+    node = node[key]
+
+
+def parse_config_argv(
+    argv: Sequence[str],
+    default: ConfigFactory,
+    *,
+    flag_values: flags.FlagValues | None = None,
+) -> tuple[ConfigDict, list[str]]:
+  """Parses `[prog, --config path.py[:arg], --config.a.b=v, ...]`.
+
+  Without `--config`, the overrides apply to `default()` (the command's
+  embedded config). Other flags must be defined in `flag_values`.
+
+  Args:
+    argv: the command line, argv[0] being the program name.
+    default: factory of the embedded default config.
+    flag_values: where to define the config flag; a fresh `FlagValues` when
+      None (so this can be called any number of times in one process).
+
+  Returns:
+    (config, remaining argv): the locked config with overrides applied, and
+    the positional arguments absl left over (argv[0] first).
+
+  Raises:
+    ConfigError: unknown flag or field, unparsable value, missing file.
+  """
+  argv = list(argv)
+  fv = flags.FlagValues() if flag_values is None else flag_values
+  path = config_file_arg(argv[1:])
+  if path is not None:
+    file_path = path.split(":", 1)[0]
+    if not os.path.isfile(file_path):
+      raise field_error(f"--{CONFIG_FLAG}", path,
+                        "an existing .py file defining get_config()")
+  try:
+    if path is not None:
+      config_flags.DEFINE_config_file(
+          CONFIG_FLAG, None, "config file (.py with get_config())",
+          flag_values=fv, sys_argv=argv)
+    else:
+      config_flags.DEFINE_config_dict(
+          CONFIG_FLAG, default(), "the command's embedded default config",
+          flag_values=fv, sys_argv=argv)
+    rest = fv(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    # Unknown fields, unparsable values and errors inside a config file all
+    # surface here, as absl, ml-collections or user-code exceptions.
+    overrides = override_fields(argv[1:])
+    if overrides and not isinstance(e, flags.Error):
+      base = default() if path is None else load_config(path)
+      for field in overrides:
+        _check_field_exists(base, field)
+    message = str(e).strip() or type(e).__name__
+    if not isinstance(e, flags.Error):
+      message = f"{type(e).__name__}: {message}"
+    raise ConfigError(f"bad config or override: {message}") from e
+  config = fv[CONFIG_FLAG].value
+  if type(config).__name__ == "_ErrorConfig":  # ml-collections defers IOErrors
+    raise ConfigError(f"cannot load the config file {path!r}: "
+                      f"{vars(config).get('_error')}")
+  if not isinstance(config, ConfigDict):
+    raise field_error(f"--{CONFIG_FLAG}", path,
+                      "a file whose get_config() returns an "
+                      f"ml_collections.ConfigDict (got {type(config).__name__})")
+  return config, rest
+
+
+def load_config(
+    path: str | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    default: ConfigFactory | None = None,
+) -> ConfigDict:
+  """Loads a config file (or `default()`) and applies overrides.
+
+  Args:
+    path: a config .py file with `get_config()`, optionally `path.py:arg`;
+      None to start from `default()`.
+    overrides: `"a.b=value"` or `"--config.a.b=value"` strings; values are
+      Python literals or bare strings, as on the command line.
+    default: factory of the config used when `path` is None.
+
+  Returns:
+    The locked ConfigDict.
+
+  Raises:
+    ConfigError: as `parse_config_argv`, or leftover positional arguments.
+  """
+  if path is None and default is None:
+    raise ConfigError("load_config needs a config path or a default factory")
+  argv = ["hicra-jax"]
+  if path is not None:
+    argv.append(f"--{CONFIG_FLAG}={os.fspath(path)}")
+  for item in overrides:
+    if not item.startswith("-"):
+      item = f"--{CONFIG_FLAG}.{item}"
+    argv.append(item)
+  config, rest = parse_config_argv(
+      argv, default if default is not None else ConfigDict)
+  if rest[1:]:
+    raise ConfigError(f"unexpected arguments {rest[1:]!r}; expected "
+                      "overrides of the form a.b=value")
+  return config
+
+
+# ------------------------------------------------------------- validation
+
+
+def get_field(config: ConfigDict, field: str) -> Any:
+  """The value at a dotted field name; ConfigError when it does not exist."""
+  value: Any = config
+  for part in field.split("."):
+    if not isinstance(value, ConfigDict) or part not in value:
+      raise ConfigError(f"config field {field!r} is missing", field=field)
+    value = value[part]
+  return value
+
+
+def check_fields(config: ConfigDict, reference: ConfigDict,
+                 prefix: str = "") -> None:
+  """Requires `config` to have exactly the fields of `reference` (recursive).
+
+  Catches typos in config files: a preset must start from the command's
+  default config (or list the same fields).
+  """
+  known = set(reference.keys())
+  for key in config.keys():
+    name = prefix + key
+    if key not in known:
+      raise ConfigError(
+          f"unknown config field {name!r}; expected one of "
+          f"{sorted(prefix + k for k in known)}", field=name,
+          value=config[key], expected=f"one of {sorted(known)}")
+    sub, ref = config[key], reference[key]
+    if isinstance(ref, ConfigDict):
+      if not isinstance(sub, ConfigDict):
+        raise field_error(name, sub, "a nested config with fields "
+                          f"{sorted(ref.keys())}")
+      check_fields(sub, ref, name + ".")
+  missing = sorted(known - set(config.keys()))
+  if missing:
+    name = prefix + missing[0]
+    raise ConfigError(f"config field {name!r} is missing (default: "
+                      f"{reference[missing[0]]!r})", field=name)
+
+
+def check_int(config: ConfigDict, field: str, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+  """An int (not bool) in [minimum, maximum]."""
+  value = get_field(config, field)
+  bounds = []
+  if minimum is not None:
+    bounds.append(f">= {minimum}")
+  if maximum is not None:
+    bounds.append(f"<= {maximum}")
+  expected = "an integer" + (" " + " and ".join(bounds) if bounds else "")
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise field_error(field, value, expected)
+  if (minimum is not None and value < minimum) or (
+      maximum is not None and value > maximum):
+    raise field_error(field, value, expected)
+  return value
+
+
+def check_float(config: ConfigDict, field: str, *,
+                minimum: float | None = None,
+                maximum: float | None = None) -> float:
+  """A real number (int accepted) in [minimum, maximum]."""
+  value = get_field(config, field)
+  bounds = []
+  if minimum is not None:
+    bounds.append(f">= {minimum}")
+  if maximum is not None:
+    bounds.append(f"<= {maximum}")
+  expected = "a number" + (" " + " and ".join(bounds) if bounds else "")
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise field_error(field, value, expected)
+  if (minimum is not None and value < minimum) or (
+      maximum is not None and value > maximum):
+    raise field_error(field, value, expected)
+  return float(value)
+
+
+def check_choice(config: ConfigDict, field: str,
+                 choices: Sequence[Any]) -> Any:
+  """One of `choices`."""
+  value = get_field(config, field)
+  if value not in choices:
+    raise field_error(field, value, f"one of {list(choices)!r}")
+  return value
+
+
+def check_str(config: ConfigDict, field: str, *, empty: bool = False) -> str:
+  """A string (non-empty unless `empty`)."""
+  value = get_field(config, field)
+  if not isinstance(value, str) or (not empty and not value.strip()):
+    raise field_error(field, value,
+                      "a string" if empty else "a non-empty string")
+  return value
+
+
+def check_str_list(config: ConfigDict, field: str, *,
+                   min_len: int = 1) -> list[str]:
+  """A list/tuple of at least `min_len` non-empty strings."""
+  value = get_field(config, field)
+  expected = f"a list of at least {min_len} non-empty string(s)"
+  if isinstance(value, str) or not isinstance(value, (list, tuple)):
+    raise field_error(field, value, expected)
+  if len(value) < min_len:
+    raise field_error(field, value, expected)
+  for i, item in enumerate(value):
+    if not isinstance(item, str) or not item.strip():
+      raise field_error(f"{field}[{i}]", item, "a non-empty string")
+  return list(value)
+
+
+def check_path(config: ConfigDict, field: str, *,
+               aliases: Sequence[str] = (),
+               predicate: Callable[[str], bool] = os.path.exists,
+               expected: str = "an existing file or directory") -> str:
+  """One of `aliases` or a path satisfying `predicate`."""
+  value = get_field(config, field)
+  if aliases:
+    expected = f"one of {list(aliases)!r} or {expected}"
+  if not isinstance(value, (str, os.PathLike)) or not str(value):
+    raise field_error(field, value, expected)
+  value = os.fspath(value)
+  if value in aliases:
+    return value
+  if not predicate(os.path.expanduser(value)):
+    raise field_error(field, value, expected)
+  return value
