@@ -45,11 +45,10 @@ def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=
   def chunk(h_CxD, y_C):
     logits = jnp.einsum("cd,dv->cv", h_CxD, head_DxV.astype(h_CxD.dtype),
                         preferred_element_type=jnp.float32) * inv_temp
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    target = jnp.take_along_axis(logits, y_C[:, None], axis=-1)[:, 0]
-    probs = jnp.exp(logits - logz[:, None])
-    entropy = logz - jnp.sum(probs * logits, axis=-1)
-    return target - logz, entropy
+    logp = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+    target = jnp.take_along_axis(logp, y_C[:, None], axis=-1)[:, 0]
+    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return target, entropy
 
   def body(carry, xs):
     return carry, chunk(*xs)
