@@ -1,0 +1,112 @@
+"""Load a Hugging Face fast tokenizer from a model dir, a tokenizer.json folder or a GGUF file.
+
+Everything is read from local files (`local_files_only=True`); nothing is
+fetched from the hub and no remote code is ever run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+TOKENIZER_JSON = "tokenizer.json"
+# Vocabulary files from which transformers can build a fast tokenizer without tokenizer.json
+# (SentencePiece model; GPT-2 style vocab.json + merges.txt).
+_CONVERTIBLE_FILES = ("tokenizer.model", "vocab.json")
+_GGUF_CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+_EXPECTED = ("a Hugging Face model directory (tokenizer.json and/or tokenizer_config.json), "
+             "a folder with tokenizer.json, or a .gguf file")
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
+  """Loads the tokenizer of a model, with its chat template when it has one.
+
+  Args:
+    path: one of
+      * a Hugging Face model directory (tokenizer.json, tokenizer_config.json,
+        maybe config.json, chat_template.jinja);
+      * a folder with only tokenizer.json (plus an optional tokenizer_config.json);
+      * a `tokenizer.json` file (its folder is loaded);
+      * a `.gguf` file (vocabulary, merges, special tokens and
+        `tokenizer.chat_template` from the GGUF metadata).
+
+  Returns:
+    A `transformers.PreTrainedTokenizerFast`. `tokenizer.chat_template` is the
+    model's chat template, or None when the files carry none (base models).
+
+  Raises:
+    FileNotFoundError: `path` does not exist, or a directory holds no tokenizer files.
+    ValueError: `path` is a file that is neither a .gguf file nor tokenizer.json.
+    TypeError: transformers could only build a slow (non-fast) tokenizer.
+  """
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"tokenizer path {path!r} does not exist; expected {_EXPECTED}")
+  if os.path.isfile(path):
+    if path.lower().endswith(".gguf"):
+      return _load_gguf(path)
+    if os.path.basename(path) == TOKENIZER_JSON:
+      return _load_dir(os.path.dirname(path))
+    raise ValueError(f"tokenizer path {path!r} is a file but neither a .gguf file nor "
+                     f"{TOKENIZER_JSON}; expected {_EXPECTED}")
+  return _load_dir(path)
+
+
+def _load_dir(directory: str) -> PreTrainedTokenizerFast:
+  """Loads a folder; tokenizer.json is used as is, without model-specific tokenizer classes."""
+  if os.path.isfile(os.path.join(directory, TOKENIZER_JSON)):
+    # PreTrainedTokenizerFast reads tokenizer.json verbatim (plus tokenizer_config.json,
+    # special_tokens_map.json and chat_template.jinja when present), so the ids are
+    # exactly those of `tokenizers.Tokenizer.from_file(tokenizer.json)`.
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+  elif any(os.path.isfile(os.path.join(directory, f)) for f in _CONVERTIBLE_FILES):
+    try:
+      tokenizer = AutoTokenizer.from_pretrained(
+          directory, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+      raise ValueError(f"could not build a tokenizer from the files in {directory!r} (no "
+                       f"{TOKENIZER_JSON}): {e}") from e
+  else:
+    raise FileNotFoundError(
+        f"no tokenizer files in directory {directory!r}: expected {TOKENIZER_JSON} "
+        f"(or one of {', '.join(_CONVERTIBLE_FILES)}); found "
+        f"{sorted(os.listdir(directory))[:20]}")
+  return _check_fast(tokenizer, directory)
+
+
+def _load_gguf(path: str) -> PreTrainedTokenizerFast:
+  """Loads a GGUF file through transformers' GGUF support; the chat template comes from metadata."""
+  # PreTrainedTokenizerFast runs the same GGUF tokenizer converter as AutoTokenizer but only
+  # reads the tokenizer metadata; AutoTokenizer also parses the whole file to build a model
+  # config (seconds rather than a fraction of one for SmolLM2-135M), then builds the same
+  # tokenizer.
+  tokenizer = PreTrainedTokenizerFast.from_pretrained(
+      os.path.dirname(path), gguf_file=os.path.basename(path), local_files_only=True)
+  tokenizer = _check_fast(tokenizer, path)
+  if not tokenizer.chat_template:
+    # transformers copies `tokenizer.chat_template` into the tokenizer; keep a direct read
+    # as a safety net for versions that do not.
+    template = _gguf_chat_template(path)
+    if template:
+      tokenizer.chat_template = template
+  return tokenizer
+
+
+def _gguf_chat_template(path: str) -> str | None:
+  """Returns the `tokenizer.chat_template` string of a GGUF file's metadata, or None."""
+  from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
+
+  field = GGUFReader(path).fields.get(_GGUF_CHAT_TEMPLATE_KEY)
+  if field is None:
+    return None
+  value = field.contents()
+  return value if isinstance(value, str) and value else None
+
+
+def _check_fast(tokenizer: object, source: str) -> PreTrainedTokenizerFast:
+  if not isinstance(tokenizer, PreTrainedTokenizerFast):
+    raise TypeError(
+        f"transformers built a {type(tokenizer).__name__} from {source!r}, expected a fast "
+        f"tokenizer (PreTrainedTokenizerFast); provide a {TOKENIZER_JSON}")
+  return tokenizer
