@@ -106,17 +106,9 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 def shard_model(model, mesh: Mesh):
   """Place an existing Decoder's parameters by the rules and attach the mesh (in place)."""
   from flax import nnx
-  from hicra_jax.models.weights import flat_params
+  from hicra_jax.models.weights import flat_params, with_params
   shardings = param_shardings(model.config, mesh)
-  state = nnx.state(model, nnx.Param)
-  pure = state.to_pure_dict()
-  for name, value in flat_params(model).items():
-    node = pure
-    *parents, leaf = name.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = jax.device_put(value, shardings[name])
-  state.replace_by_pure_dict(pure)
-  nnx.update(model, state)
+  placed = {k: jax.device_put(v, shardings[k]) for k, v in flat_params(model).items()}
+  nnx.update(model, with_params(nnx.state(model, nnx.Param), placed))
   model.mesh = mesh
   return model

