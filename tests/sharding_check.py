@@ -75,6 +75,19 @@ def main():
         "logits_shard_shape": list(logits.addressable_shards[0].data.shape),
     }
   del ref_flat
+  # load_pretrained(mesh=...) places each parameter with its sharding as it is read.
+  import tempfile
+  from hicra_jax.models import load_pretrained, save_pretrained
+  with tempfile.TemporaryDirectory() as tmp:
+    save_pretrained(build_model(CONFIG, params), CONFIG, tmp)
+    mesh = sharding.make_mesh(data=1, fsdp=2, tensor=4)
+    loaded, _ = load_pretrained(tmp, mesh=mesh)
+    loaded_flat = flat_params(loaded)
+    results["loaded_specs"] = {k: str(v.sharding.spec) for k, v in loaded_flat.items()}
+    results["loaded_equal"] = all(bool(jnp.array_equal(loaded_flat[k], params[k])) for k in params)
+    _, logits, _ = run(loaded, jax.device_put(tokens, sharding.batch_sharding(mesh)),
+                       jax.device_put(mask, sharding.batch_sharding(mesh)))
+    results["loaded_logits_diff"] = float(jnp.abs(logits - ref_logits).max())
   print("RESULT " + json.dumps(results))
 
 

@@ -144,3 +144,17 @@ def test_token_logprobs_memory_stays_chunk_sized():
   bound = 6 * chunk * v * 4 + 2 * d * v * 4
   assert ours <= bound, (ours, bound)
   assert full >= full_logits  # the naive path really materializes the logits
+
+
+def test_program_size_does_not_grow_with_depth():
+  """Layers are scanned: the compiled program of 2 and 12 layers has the same size."""
+  import dataclasses
+  def hlo_size(num_layers):
+    cfg = dataclasses.replace(CONFIG, num_layers=num_layers)
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    tokens = jax.ShapeDtypeStruct((2, 8), jnp.int32)
+    fn = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+    return len(fn.lower(state, tokens).as_text())
+  small, deep = hlo_size(2), hlo_size(12)
+  assert abs(deep - small) <= 0.02 * small, (small, deep)

@@ -59,6 +59,14 @@ def test_parameters_really_sharded_fsdp_tensor(results_kv4):
 
 
 @pytest.mark.slow
+def test_load_pretrained_with_mesh_places_params(results_kv4):
+  r = results_kv4
+  assert r["loaded_equal"]
+  assert r["loaded_specs"] == r["fsdp2_tensor4"]["specs"]
+  assert r["loaded_logits_diff"] <= 1e-5 * r["fsdp2_tensor4"]["logits_scale"]
+
+
+@pytest.mark.slow
 def test_fewer_kv_heads_than_tensor_axis_replicates_kv():
   r = _run(2)["fsdp2_tensor4"]
   assert r["specs"]["layers.wk"] == str(P(None, "fsdp", None, None))
