@@ -158,3 +158,10 @@ def test_program_size_does_not_grow_with_depth():
     return len(fn.lower(state, tokens).as_text())
   small, deep = hlo_size(2), hlo_size(12)
   assert abs(deep - small) <= 0.02 * small, (small, deep)
+
+
+def test_unpadded_fast_path_equals_explicit_all_true_mask(model):
+  tokens, _ = _batch(4)
+  implicit = model(tokens)
+  explicit = model(tokens, jnp.ones(tokens.shape, bool))
+  np.testing.assert_allclose(implicit, explicit, rtol=1e-6, atol=1e-6)

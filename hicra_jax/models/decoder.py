@@ -172,13 +172,14 @@ class Decoder(nnx.Module):
     """
     cfg = self.config
     n, t = tokens_NxT.shape
-    if attention_mask is None:
+    unpadded = attention_mask is None
+    if unpadded:
       attention_mask = jnp.ones((n, t), bool)
     attention_mask = attention_mask.astype(bool)
     if cache is None:
       positions = L.positions_from_mask(attention_mask)
-      query_slots = jnp.arange(t)
-      mask = L.attention_mask(query_slots, attention_mask)
+      # No padding: plain causal attention, which fused kernels do without a dense mask.
+      mask = None if unpadded else L.attention_mask(jnp.arange(t), attention_mask)
     else:
       positions = L.positions_from_mask(attention_mask, cache.next_position)
       query_slots = cache.index + jnp.arange(t)

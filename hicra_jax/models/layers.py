@@ -78,20 +78,30 @@ def attention_mask(query_slots_T, key_valid_NxS):
 
 
 def xla_attention(q_NxTxKxGxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
-  """Portable grouped-query attention; softmax in float32."""
+  """Portable grouped-query attention; softmax in float32.
+
+  mask_NxTxS None means plain causal attention over unpadded rows (T == S).
+  """
   logits = jnp.einsum("ntkgh,nskh->nkgts", q_NxTxKxGxH, k_NxSxKxH,
                       preferred_element_type=jnp.float32) * scale
+  if mask_NxTxS is None:
+    t, s = logits.shape[-2:]
+    mask_NxTxS = jnp.tril(jnp.ones((t, s), bool))[None]
   logits = jnp.where(mask_NxTxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(v_NxSxKxH.dtype)
   return jnp.einsum("nkgts,nskh->ntkgh", probs, v_NxSxKxH)
 
 
 def cudnn_attention(q_NxTxKxGxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
-  """cuDNN flash attention through jax.nn.dot_product_attention (GPU, bf16/fp16)."""
+  """cuDNN flash attention through jax.nn.dot_product_attention (GPU, bf16/fp16).
+
+  mask_NxTxS None selects cuDNN's built-in causal mask (no dense mask tensor).
+  """
   n, t, kh, g, h = q_NxTxKxGxH.shape
   q = q_NxTxKxGxH.reshape(n, t, kh * g, h)
-  out = jax.nn.dot_product_attention(q, k_NxSxKxH, v_NxSxKxH, mask=mask_NxTxS[:, None],
-                                     scale=scale, implementation="cudnn")
+  mask = None if mask_NxTxS is None else mask_NxTxS[:, None]
+  out = jax.nn.dot_product_attention(q, k_NxSxKxH, v_NxSxKxH, mask=mask, scale=scale,
+                                     is_causal=mask is None, implementation="cudnn")
   return out.reshape(n, t, kh, g, h)
 
 
