@@ -25,6 +25,7 @@ from typing import Any
 from absl import flags
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands import extract_sgs
 from hicra_jax.commands import generate
 
 PROG = "hicra-jax"
@@ -55,6 +56,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "generate": Command(generate.HELP, generate.get_config, generate.validate,
                         generate.run),
+    "extract-sgs": Command(extract_sgs.HELP, extract_sgs.get_config,
+                           extract_sgs.validate, extract_sgs.run),
 }
 
 
