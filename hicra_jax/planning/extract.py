@@ -72,7 +72,7 @@ SUCCESS_FIELDS = ("correct", "is_correct", "success", "reward", "score")
 _MATH = re.compile(
     r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]|<<.*?>>"
     r"|\[asy\].*?\[/asy\]|\\begin\{([A-Za-z]+\*?)\}.*?\\end\{\1\}", re.DOTALL)
-_WORD = re.compile(r"[^\W_]+(?:['\u2019\-][^\W_]+)*")
+WORD_RE = re.compile(r"[^\W_]+(?:['\u2019\-][^\W_]+)*")
 _SOFT_GAP = re.compile(r"[ \t]*,?[ \t]*")
 _DIGIT = re.compile(r"\d")
 _SPACE = re.compile(r"\s+")
@@ -98,7 +98,7 @@ def word_chains(text: str, *, keep_numbers: bool = False
   chains: list[list[tuple[int, int]]] = []
   chain: list[tuple[int, int]] = []
   prev_end = -1
-  for m in _WORD.finditer(clean):
+  for m in WORD_RE.finditer(clean):
     start, end = m.span()
     if not keep_numbers and _DIGIT.search(m.group()):
       if chain:
