@@ -70,7 +70,8 @@ def test_grpo_jit_matches_eager():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(rewards=np.zeros((2, 4)), group_size=4), r"rewards must have shape \[N\], got shape \(2, 4\)"),
+    (dict(rewards=np.zeros((2, 4)), group_size=4),
+     r"rewards must have shape \[N\], got shape \(2, 4\)"),
     (dict(rewards=np.zeros(6), group_size=4), r"group_size=4 does not divide .* N=6"),
     (dict(rewards=np.zeros(6), group_size=0), r"group_size must be >= 1, got 0"),
     (dict(rewards=np.zeros(6), group_size=2.0), r"group_size must be a Python int"),
@@ -269,9 +270,12 @@ def test_hicra_variants_jit_match_eager():
 
 
 @pytest.mark.parametrize("args, kwargs, match", [
-    ((np.zeros((3, 4, 1)), PLAN), {}, r"advantages must have shape \[N\] or \[N, T\], got shape \(3, 4, 1\)"),
-    ((np.zeros(2), PLAN), {}, r"advantages of shape \[N\] must have N=3 rows .* got shape \(2,\)"),
-    ((np.zeros((3, 5)), PLAN), {}, r"advantages must have shape \[N, T\] like planning_mask = \(3, 4\), got shape \(3, 5\)"),
+    ((np.zeros((3, 4, 1)), PLAN), {},
+     r"advantages must have shape \[N\] or \[N, T\], got shape \(3, 4, 1\)"),
+    ((np.zeros(2), PLAN), {},
+     r"advantages of shape \[N\] must have N=3 rows .* got shape \(2,\)"),
+    ((np.zeros((3, 5)), PLAN), {},
+     r"advantages must have shape \[N, T\] like planning_mask = \(3, 4\), got shape \(3, 5\)"),
     ((ADV, PLAN, 0.2, COMP[:, :3]), {}, r"completion_mask must have shape .* got shape \(3, 3\)"),
     ((ADV, PLAN[0]), {}, r"planning_mask must have shape \[N, T\], got shape \(4,\)"),
     ((ADV, PLAN.astype(np.float32)), {}, r"planning_mask must be a bool"),
@@ -282,8 +286,10 @@ def test_hicra_variants_jit_match_eager():
     ((ADV, PLAN), dict(gate="long"), r"gate='long' is not supported"),
     ((ADV, PLAN), dict(amplify="fork"), r"needs entropy and completion_mask"),
     ((ADV, PLAN), dict(gate="correct_and_longer"), r"needs completion_mask and group_size"),
-    ((ADV, PLAN, 0.2, COMP), dict(gate="correct_and_longer", group_size=2), r"group_size=2 does not divide"),
-    ((ADV, PLAN, 0.2, COMP), dict(gate="correct_and_longer", group_size=3, correct=np.ones(2, bool)),
+    ((ADV, PLAN, 0.2, COMP), dict(gate="correct_and_longer", group_size=2),
+     r"group_size=2 does not divide"),
+    ((ADV, PLAN, 0.2, COMP),
+     dict(gate="correct_and_longer", group_size=3, correct=np.ones(2, bool)),
      r"correct must have shape \[N\] = \(3,\), got shape \(2,\)"),
 ])
 def test_hicra_errors(args, kwargs, match):

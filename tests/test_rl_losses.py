@@ -202,14 +202,15 @@ def test_matches_float64_reference(aggregation, kl_estimator):
   np.testing.assert_allclose(loss, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("aggregation", rl.AGGREGATIONS)
-def test_gradients_match_central_finite_differences(aggregation):
+@pytest.mark.parametrize("aggregation, kl_estimator",
+                         list(zip(rl.AGGREGATIONS, ("k3", "k2", "k1"))))
+def test_gradients_match_central_finite_differences(aggregation, kl_estimator):
   """float64 under x64: central differences with h = 1e-6 are accurate to ~1e-9."""
   lp, old, adv, ref, ent = _random_batch(2)
   with _x64():
     lp, old, adv, ref, ent = (jnp.asarray(x, jnp.float64) for x in (lp, old, adv, ref, ent))
     kw = dict(aggregation=aggregation, dual_clip=1.7, ref_logprobs=ref, kl_coef=0.1,
-              entropy_coef=0.05)
+              kl_estimator=kl_estimator, entropy_coef=0.05)
 
     def f(lp_, ent_):
       return rl.policy_loss(lp_, old, adv, RAGGED, entropy=ent_, **kw)[0]
@@ -397,21 +398,27 @@ def test_entropy_bonus_uses_model_token_entropies():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(logprobs=LP[0]), r"logprobs must have shape \[N, T\], got shape \(3,\)"),
-    (dict(old_logprobs=OLD[:, :2]), r"old_logprobs must have shape \[N, T\] like logprobs = \(2, 3\), got shape \(2, 2\)"),
-    (dict(advantages=np.zeros(3)), r"advantages must have shape \[N\] = \(2,\) or \[N, T\] = \(2, 3\), got shape \(3,\)"),
+    (dict(old_logprobs=OLD[:, :2]),
+     r"old_logprobs must have shape \[N, T\] like logprobs = \(2, 3\), got shape \(2, 2\)"),
+    (dict(advantages=np.zeros(3)),
+     r"advantages must have shape \[N\] = \(2,\) or \[N, T\] = \(2, 3\), got shape \(3,\)"),
     (dict(completion_mask=M[:1]), r"completion_mask must have shape .* got shape \(1, 3\)"),
     (dict(completion_mask=M.astype(np.float32)), r"completion_mask must be a bool"),
     (dict(aggregation="mean"), r"aggregation='mean' is not supported; expected one of"),
-    (dict(kl_estimator="k4", ref_logprobs=OLD, kl_coef=0.1), r"kl_estimator='k4' is not supported"),
+    (dict(kl_estimator="k4", ref_logprobs=OLD, kl_coef=0.1),
+     r"kl_estimator='k4' is not supported"),
     (dict(clip_low=1.0), r"clip_low must lie in \[0, 1\), got 1"),
     (dict(clip_high=-0.1), r"clip_high must lie in \[0, inf\], got -0.1"),
     (dict(dual_clip=1.0), r"dual_clip must lie in \(1, inf\], got 1"),
     (dict(kl_coef=0.1), r"kl_coef=0.1 needs ref_logprobs"),
     (dict(entropy_coef=0.1), r"entropy_coef=0.1 needs entropy"),
     (dict(ref_logprobs=OLD[:1], kl_coef=0.1), r"ref_logprobs must have shape"),
-    (dict(entropy=np.zeros((2, 4)), entropy_coef=0.1), r"entropy must have shape .* got shape \(2, 4\)"),
-    (dict(aggregation="seq-mean-token-sum-norm", norm_constant=0), r"norm_constant must lie in \(0, inf\], got 0"),
-    (dict(denominator=np.ones(2)), r"denominator must have shape \[\] \(a scalar\), got shape \(2,\)"),
+    (dict(entropy=np.zeros((2, 4)), entropy_coef=0.1),
+     r"entropy must have shape .* got shape \(2, 4\)"),
+    (dict(aggregation="seq-mean-token-sum-norm", norm_constant=0),
+     r"norm_constant must lie in \(0, inf\], got 0"),
+    (dict(denominator=np.ones(2)),
+     r"denominator must have shape \[\] \(a scalar\), got shape \(2,\)"),
 ])
 def test_policy_loss_errors(kwargs, match):
   args = dict(logprobs=LP, old_logprobs=OLD, advantages=A, completion_mask=M)

@@ -89,10 +89,9 @@ def concrete(x: Any) -> float | None:
 def check_range(name: str, x: Any, lo: float | None = None, hi: float | None = None, *,
                 lo_open: bool = False, hi_open: bool = False) -> None:
   """Raises a ValueError if the concrete scalar `x` lies outside [lo, hi] (or open ends)."""
-  if np.ndim(x) != 0 and not isinstance(x, jax.core.Tracer):
-    raise ValueError(f"{name} must be a scalar, got shape {np.shape(x)}")
-  if isinstance(x, jax.core.Tracer) and x.ndim != 0:
-    raise ValueError(f"{name} must be a scalar, got shape {tuple(x.shape)}")
+  shape = tuple(x.shape) if isinstance(x, jax.core.Tracer) else np.shape(x)
+  if shape:
+    raise ValueError(f"{name} must be a scalar, got shape {shape}")
   v = concrete(x)
   if v is None:
     return

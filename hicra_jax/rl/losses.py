@@ -210,7 +210,8 @@ def policy_loss(logprobs, old_logprobs, advantages, completion_mask, *,
   Returns:
     (loss f32[], metrics) where metrics has
       "loss", "loss_numerator", "loss_denominator": the aggregation's parts;
-      "pg_loss" (and "kl", "entropy" when given): each term aggregated alone;
+      "pg_loss" (and "kl", "entropy" when given): each term aggregated alone
+      (combine micro-batches weighted by "loss_denominator");
       token means over completion tokens (combine micro-batches weighted by
       "num_tokens"): "clip_frac_low" (A < 0 and r < 1 - clip_low: gradient cut
       by the lower clip), "clip_frac_high" (A > 0 and r > 1 + clip_high),
