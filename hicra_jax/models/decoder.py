@@ -190,15 +190,19 @@ class Decoder(nnx.Module):
     x = self._constrain(x, "activation")
     layer_params = {name: var[...] for name, var in vars(self.layers).items()
                     if isinstance(var, nnx.Variable)}
-    body = self._layer_fn(positions, mask, cache)
-    policy = REMAT_POLICIES[self.remat]
+    layer = self._layer_fn(positions, mask, cache)
     if self.remat != "none":
-      body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+      layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     if cache is None:
-      x, _ = jax.lax.scan(lambda c, p: body(c, (p, None, None)), x, layer_params)
+      x, _ = jax.lax.scan(lambda x, p: (layer(x, p, None)[0], None), x, layer_params)
       new_cache = None
     else:
-      x, (ks, vs) = jax.lax.scan(body, x, (layer_params, cache.k, cache.v))
+      # The whole cache rides in the carry so each step updates one slot in
+      # place, instead of re-emitting every layer's cache as scan outputs.
+      def body(carry, p):
+        x, kv = layer(carry[0], p, carry[1:])
+        return (x, *kv), None
+      (x, ks, vs, _), _ = jax.lax.scan(body, (x, cache.k, cache.v, jnp.int32(0)), layer_params)
       new_cache = KVCache(k=ks, v=vs, valid=valid, index=cache.index + t,
                           next_position=cache.next_position
                           + attention_mask.sum(axis=1, dtype=jnp.int32))
@@ -227,8 +231,8 @@ class Decoder(nnx.Module):
     groups = cfg.num_heads // cfg.num_kv_heads
     eps = cfg.rms_norm_eps
 
-    def layer(x, inputs):
-      p, cache_k, cache_v = inputs
+    def layer(x, p, kv):
+      """One block. kv: None, or (k, v, layer index) with the full [L, ...] cache arrays."""
       p = {k: v.astype(dtype) for k, v in p.items()}
       n, t, _ = x.shape
       h = L.rms_norm(x, p["attn_norm"], eps)
@@ -242,11 +246,14 @@ class Decoder(nnx.Module):
         k = L.rms_norm(k, p["k_norm"], eps)
       q = L.apply_rope(q, positions_NxT, inv_freq)
       k = L.apply_rope(k, positions_NxT, inv_freq)
-      if cache_k is not None:
-        start = (0, cache.index, 0, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), start)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), start)
-        k, v = cache_k.astype(dtype), cache_v.astype(dtype)
+      if kv is not None:
+        cache_k, cache_v, li = kv
+        start = (li, 0, cache.index, 0, 0)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], start)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], start)
+        k = jax.lax.dynamic_index_in_dim(cache_k, li, keepdims=False).astype(dtype)
+        v = jax.lax.dynamic_index_in_dim(cache_v, li, keepdims=False).astype(dtype)
+        kv = (cache_k, cache_v, li + 1)
       q = q.reshape(n, t, cfg.num_kv_heads, groups, cfg.head_dim)
       out = attend(q, k, v, mask_NxTxS, scale).reshape(n, t, cfg.num_heads, cfg.head_dim)
       x = x + jnp.einsum("ntqh,qhd->ntd", out, p["wo"])
@@ -256,6 +263,6 @@ class Decoder(nnx.Module):
       up = jnp.einsum("ntd,df->ntf", h, p["w_up"])
       x = x + jnp.einsum("ntf,fd->ntd", jax.nn.silu(gate) * up, p["w_down"])
       x = self._constrain(x, "activation")
-      return x, (cache_k, cache_v)
+      return x, kv
 
     return layer
