@@ -495,6 +495,7 @@ def extract_strategic_grams(
     if embedder is None:
       embedder = load_embedder(model)
       timings["load_model_s"] = time.perf_counter() - t0
+      t0 = time.perf_counter()
     model_info["path"] = resolve_model(model)
     model_info["dim"] = _embedding_dim(embedder)
     emb = embed(cands.keys, embedder, batch_size=batch_size,
