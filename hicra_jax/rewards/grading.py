@@ -1,0 +1,207 @@
+"""Math grading: a pure planning step, then (only when needed) a sandboxed check.
+
+Grading a completion against a gold answer happens in two steps:
+
+1. `plan_math(completion, gold, mode=...)` is pure, bounded string work in the
+   caller: extract the answer, normalize, and decide at once whenever exact
+   string or plain-number comparison can (see `normalize.quick_equal`). It
+   returns either a final `Grade` or a `Check`: a JSON-serializable request
+   for `math-verify`.
+2. A `Check` runs in a worker process of a `GraderPool` (`pool.py`) under a
+   hard per-item time limit and a memory limit, so sympy never runs in the
+   caller and pathological answers (`\\boxed{9^{9^{9^{9}}}}`) cost at most the
+   time limit and give reward 0 with a reason.
+
+`math_reward` chains both and is safe from any thread or process: the time
+limit is enforced by killing a worker process, not by SIGALRM in the caller.
+
+Statuses (`Grade.status`): "correct", "incorrect", "partial" (a verifier's
+score strictly between 0 and 1), "no_answer" (nothing to grade), "timeout"
+and "error" (the check failed; reward 0, reason in `Grade.detail`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any, Union
+
+from hicra_jax.rewards.extract import MAX_ANSWER_CHARS, extract_boxed
+from hicra_jax.rewards.normalize import normalize_answer, quick_equal
+
+logger = logging.getLogger("hicra_jax.rewards")
+
+MODES = ("strict", "verify")
+CORRECT, INCORRECT, PARTIAL = "correct", "incorrect", "partial"
+NO_ANSWER, TIMEOUT, ERROR = "no_answer", "timeout", "error"
+STATUSES = (CORRECT, INCORRECT, PARTIAL, NO_ANSWER, TIMEOUT, ERROR)
+# Seconds a sandboxed check may run before its worker is killed ("a few seconds").
+DEFAULT_TIMEOUT_S = 5.0
+# In "verify" mode without a box, the end of the text that math-verify reads.
+VERIFY_TAIL_CHARS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Grade:
+  """The outcome of grading one completion.
+
+  Attributes:
+    reward: in [0, 1]; 0 for every failure.
+    status: one of `STATUSES`.
+    answer: the extracted answer as written in the completion (None when there
+      is none, or when a checker found it).
+    detail: a short human-readable reason (empty when there is nothing to say).
+  """
+
+  reward: float
+  status: str
+  answer: str | None = None
+  detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+  """A request for a sandboxed worker (see `pool.py` and `_worker.py`).
+
+  Two checks are the same request when `op`, `payload` and `needs` are equal;
+  `key()` is that identity as a string (used for caching).
+
+  Attributes:
+    op: the worker operation ("math" or "reasoning_gym").
+    payload: JSON-serializable arguments of the operation.
+    answer: the extracted answer, reported in the resulting `Grade`.
+    needs: modules the worker must import before the timed request (import
+      time is not charged to the item's time limit).
+  """
+
+  op: str
+  payload: Mapping[str, Any]
+  answer: str | None = None
+  needs: tuple[str, ...] = ()
+
+  def key(self) -> str:
+    return json.dumps([self.op, self.payload, list(self.needs)], sort_keys=True,
+                      ensure_ascii=False)
+
+
+Plan = Union[Grade, Check]
+
+
+def gold_to_str(gold: Any) -> str | None:
+  """A gold answer as a string: str as is, int/float via str(); None otherwise."""
+  if isinstance(gold, str):
+    return gold
+  if isinstance(gold, bool):
+    return None
+  if isinstance(gold, (int, float)):
+    return str(gold)
+  return None
+
+
+def plan_math(completion: str, gold: Any, *, mode: str = "strict",
+              max_answer_chars: int = MAX_ANSWER_CHARS,
+              verify_tail_chars: int = VERIFY_TAIL_CHARS) -> Plan:
+  """Grades what can be graded cheaply; otherwise says what to check.
+
+  "strict" (the paper): the last `\\boxed{}` of the completion must exist and
+  equal the gold answer after normalization or symbolic equivalence.
+  "verify": the boxed answer when there is one (as "strict"); otherwise
+  whatever final answer math-verify finds in the last `verify_tail_chars`
+  characters ("the answer is 3/4", "$x = 2$", a last number), compared
+  symbolically.
+
+  Pure and bounded: never raises for any `completion`/`gold` values.
+
+  Args:
+    completion: the model's text (stop token excluded).
+    gold: the reference answer (str, or an int/float from a JSON file).
+    mode: "strict" or "verify".
+    max_answer_chars: longest boxed content considered (longer: no answer).
+    verify_tail_chars: see above.
+
+  Returns:
+    A final `Grade`, or a `Check` (op "math", payload {"gold", "answer"} or
+    {"gold", "text"}) for the worker.
+
+  Raises:
+    ValueError: unknown `mode` (a programming error, not a grading failure).
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  gold_s = gold_to_str(gold)
+  if gold_s is None or not normalize_answer(gold_s):
+    return Grade(0.0, ERROR, detail=f"gold answer must be a non-empty str or number, got "
+                 f"{type(gold).__name__}")
+  if not isinstance(completion, str):
+    return Grade(0.0, ERROR, detail=f"completion must be a str, got {type(completion).__name__}")
+  answer = extract_boxed(completion, max_chars=max_answer_chars)
+  if answer is None and mode == "verify":
+    return Check("math", {"gold": normalize_answer(gold_s),
+                          "text": completion[-verify_tail_chars:]})
+  if answer is None:
+    return Grade(0.0, NO_ANSWER, detail="no \\boxed{} answer")
+  return compare_answer(answer, gold_s)
+
+
+def compare_answer(answer: str, gold: str) -> Plan:
+  """Plan for one extracted answer against a gold string (both as written).
+
+  Returns a `Grade` when `quick_equal` decides, else a "math" `Check`.
+  """
+  normalized = normalize_answer(answer)
+  if not normalized:
+    return Grade(0.0, NO_ANSWER, answer=answer, detail="empty answer")
+  decided = quick_equal(answer, gold)
+  if decided is True:
+    return Grade(1.0, CORRECT, answer=answer)
+  if decided is False:
+    return Grade(0.0, INCORRECT, answer=answer)
+  return Check("math", {"gold": normalize_answer(gold), "answer": normalized}, answer=answer)
+
+
+def grade_math(completion: str, gold: Any, *, mode: str = "strict",
+               timeout_s: float | None = None, pool=None) -> Grade:
+  """`plan_math`, then the sandboxed check when one is needed.
+
+  Args:
+    completion, gold, mode: as in `plan_math`.
+    timeout_s: hard limit of the sandboxed check (default `DEFAULT_TIMEOUT_S`).
+    pool: a `GraderPool`; None uses the process-wide default pool (started on
+      first use).
+
+  Returns:
+    The `Grade`; failures are reward 0 with a reason, logged.
+  """
+  from hicra_jax.rewards.pool import resolve  # pylint: disable=g-import-not-at-top
+  return resolve(plan_math(completion, gold, mode=mode), timeout_s=timeout_s, pool=pool)
+
+
+def math_reward(completion: str, gold: Any, *, mode: str = "strict",
+                timeout_s: float | None = None, pool=None) -> float:
+  """The reward of a completion for a math problem: 1.0 if correct, else 0.0.
+
+  Modes: "strict" (the paper: the last `\\boxed{}` answer must equal the gold
+  answer after normalization or symbolic equivalence) and "verify" (any final
+  answer the text states, compared symbolically). GSM8K-style numbers
+  ("$1,234", "18 dollars", "18.") grade correctly.
+
+  Safe to call from any thread or process: symbolic checks run in worker
+  processes of `pool` (default: a process-wide pool started on first use,
+  which takes a second or two) and are killed after `timeout_s`. A
+  pathological answer, a crashed worker or any other failure gives 0.0 and a
+  logged reason (`grade_math` returns the reason).
+
+  Args:
+    completion: the model's text.
+    gold: the reference answer (str, int or float).
+    mode: "strict" or "verify".
+    timeout_s: hard time limit of the symbolic check (default
+      `DEFAULT_TIMEOUT_S` seconds).
+    pool: a `GraderPool`, or None for the default one.
+
+  Returns:
+    1.0 or 0.0.
+  """
+  return grade_math(completion, gold, mode=mode, timeout_s=timeout_s, pool=pool).reward
