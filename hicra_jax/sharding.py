@@ -103,6 +103,22 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH, *([None] * (ndim - 1))))
 
 
+def batch_shards(mesh: Mesh) -> int:
+  """How many ways the batch is split (data x fsdp)."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def kv_cache_sharding(config: ModelConfig, mesh: Mesh):
+  """Shardings of a KVCache: rows over (data, fsdp), kv heads over tensor when divisible."""
+  from hicra_jax.models.decoder import KVCache
+  kv = _fit((None, BATCH, None, "tensor", None),
+            (config.num_layers, batch_shards(mesh), 1, config.num_kv_heads, config.head_dim), mesh)
+  rows = NamedSharding(mesh, P(BATCH))
+  return KVCache(k=NamedSharding(mesh, kv), v=NamedSharding(mesh, kv),
+                 valid=NamedSharding(mesh, P(BATCH, None)), index=NamedSharding(mesh, P()),
+                 next_position=rows)
+
+
 def shard_model(model, mesh: Mesh):
   """Place an existing Decoder's parameters by the rules and attach the mesh (in place)."""
   from flax import nnx

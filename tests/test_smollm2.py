@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from hicra_jax.data import encode_prompts
-from hicra_jax.sampling.greedy import greedy_generate
 from hf_reference import pad_batch
 
 PROMPTS = [
@@ -37,16 +36,3 @@ def test_logits_match_transformers_on_real_chat_prompts(smollm2_ours, smollm2_tr
     got = ours[i][mask[i]]
     assert np.abs(got - ref).max() <= 1e-3, np.abs(got - ref).max()
     np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
-
-
-@pytest.mark.slow
-def test_greedy_generation_matches_transformers(smollm2_ours, smollm2_transformers,
-                                                smollm2_tokenizer, prompt_ids):
-  model, _ = smollm2_ours
-  eos = smollm2_tokenizer.eos_token_id
-  ours = greedy_generate(model, prompt_ids, max_new_tokens=24, stop_ids=(eos,))
-  for ids, got in zip(prompt_ids, ours):
-    with torch.no_grad():
-      out = smollm2_transformers.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False,
-                                          eos_token_id=eos, pad_token_id=eos)
-    assert got == out[0, len(ids):].tolist()

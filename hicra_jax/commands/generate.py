@@ -42,7 +42,7 @@ def get_config() -> config_lib.ConfigDict:
   )
   config.max_new_tokens = 48
   config.template = "auto"  # "auto": the chat template when there is one
-  config.seed = 0  # unused by greedy decoding; kept for the sampler
+  config.seed = 0  # PRNG seed of the sampler (unused by greedy decoding)
   return config
 
 
@@ -82,7 +82,7 @@ def run(config: config_lib.ConfigDict) -> None:
   import jax
   from hicra_jax.data.prompts import encode_prompts, stop_tokens
   from hicra_jax.models import load_pretrained, load_tokenizer
-  from hicra_jax.sampling.greedy import greedy_generate
+  from hicra_jax.sampling import SamplingParams, generate
   # pylint: enable=g-import-not-at-top
   t_import = time.perf_counter()
 
@@ -97,9 +97,10 @@ def run(config: config_lib.ConfigDict) -> None:
   # default step-by-step/\boxed{} instruction) and tokenizes it.
   prompt_ids = encode_prompts(tokenizer, problems, template=config.template)
   stops = stop_tokens(tokenizer)
-  completions = greedy_generate(
-      model, prompt_ids, max_new_tokens=config.max_new_tokens,
-      stop_ids=tuple(stops.ids))
+  params = SamplingParams(max_new_tokens=config.max_new_tokens, greedy=True,
+                          stop_ids=stops.ids)
+  completions = generate(model, prompt_ids, params,
+                         jax.random.key(config.seed)).token_lists()
   t_gen = time.perf_counter()
 
   n_new = 0

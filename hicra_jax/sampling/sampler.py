@@ -1,0 +1,221 @@
+"""The sampler: jitted prefill + decode loop with groups, log-probs and stop handling.
+
+One call of `generate`:
+  1. left-pads the prompts to a length bucket (a handful of compiled programs,
+     not one per batch) and prefills them once each;
+  2. repeats each prompt's KV cache n times (the n samples of a prompt are
+     contiguous rows) instead of prefilling n times;
+  3. decodes in a `lax.while_loop` with per-row done flags that ends as soon as
+     every row has stopped or max_new_tokens is reached.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hicra_jax.models.decoder import Decoder, KVCache
+from hicra_jax.sampling.params import (FINISH_LENGTH, FINISH_STOP, Rollout, SamplingParams,
+                                       prompts_as_lists)
+
+DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+_TRACES = {"generate": 0}
+
+
+def num_compilations() -> int:
+  """How many sampler programs have been traced (compiled) in this process."""
+  return _TRACES["generate"]
+
+
+def bucket_length(length: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket >= length (a clear error when none is)."""
+  for b in sorted(buckets):
+    if b >= length:
+      return b
+  raise ValueError(f"prompt of {length} tokens is longer than the largest prompt bucket "
+                   f"{max(buckets)}; add a larger bucket or shorten the prompt")
+
+
+def sample_token(logits_NxV, key, temperature, top_p, min_p, *, top_k: int, greedy: bool,
+                 use_top_p: bool, use_min_p: bool):
+  """Draw one token per row.
+
+  Returns (tokens i32[N], logprobs f32[N]) where logprobs are
+  log softmax(logits / temperature) at the drawn token: the untruncated
+  distribution, which is what the trainer recomputes. Truncation order:
+  top-k, then top-p (tokens tied with the nucleus boundary are kept), then min-p.
+  """
+  scaled = logits_NxV.astype(jnp.float32) / temperature
+  logp = jax.nn.log_softmax(scaled, axis=-1)
+  if greedy:
+    tokens = jnp.argmax(scaled, axis=-1)
+  else:
+    neg_inf = jnp.finfo(jnp.float32).min
+    trunc = scaled
+    if top_k:
+      kth = jax.lax.top_k(trunc, top_k)[0][:, -1:]
+      trunc = jnp.where(trunc < kth, neg_inf, trunc)
+    if use_top_p:
+      sorted_desc = -jnp.sort(-trunc, axis=-1)
+      probs = jax.nn.softmax(sorted_desc, axis=-1)
+      before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+      last = jnp.sum(before < top_p, axis=-1, keepdims=True) - 1
+      threshold = jnp.take_along_axis(sorted_desc, last, axis=-1)
+      trunc = jnp.where(trunc < threshold, neg_inf, trunc)
+    if use_min_p:
+      probs = jax.nn.softmax(trunc, axis=-1)
+      keep = probs >= min_p * jnp.max(probs, axis=-1, keepdims=True)
+      trunc = jnp.where(keep, trunc, neg_inf)
+    tokens = jax.random.categorical(key, trunc, axis=-1)
+  tokens = tokens.astype(jnp.int32)
+  return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "graphdef", "n", "max_new_tokens", "top_k", "greedy", "use_top_p", "use_min_p"))
+def _generate(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature, top_p, min_p, *,
+              n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
+              use_min_p: bool):
+  _TRACES["generate"] += 1  # runs once per trace, i.e. per compiled program
+  model = nnx.merge(graphdef, state)
+  mesh = model.mesh
+  p, length = tokens_PxL.shape
+  sample = functools.partial(sample_token, temperature=temperature, top_p=top_p, min_p=min_p,
+                             top_k=top_k, greedy=greedy, use_top_p=use_top_p,
+                             use_min_p=use_min_p)
+
+  cache = KVCache.init(model.config, p, length + max_new_tokens, model.compute_dtype)
+  hidden, cache = model.hidden_states(tokens_PxL, mask_PxL, cache)
+  last_logits = model.logits(hidden[:, -1:])[:, 0]  # prompts are left-padded
+  # Expand each prompt's cache and last logits to its n contiguous rows.
+  cache = KVCache(k=jnp.repeat(cache.k, n, axis=1), v=jnp.repeat(cache.v, n, axis=1),
+                  valid=jnp.repeat(cache.valid, n, axis=0), index=cache.index,
+                  next_position=jnp.repeat(cache.next_position, n, axis=0))
+  if mesh is not None:
+    from hicra_jax import sharding
+    cache = jax.lax.with_sharding_constraint(cache, sharding.kv_cache_sharding(model.config, mesh))
+  last_logits = jnp.repeat(last_logits, n, axis=0)
+  rows = p * n
+
+  first, first_lp = sample(last_logits, jax.random.fold_in(rng, 0))
+  out_tokens = jnp.zeros((rows, max_new_tokens), jnp.int32).at[:, 0].set(first)
+  out_logprobs = jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_lp)
+  out_mask = jnp.zeros((rows, max_new_tokens), bool).at[:, 0].set(True)
+  stopped = jnp.isin(first, stop_ids)
+
+  def cond(carry):
+    step, _, _, _, _, stopped, _ = carry
+    return (step < max_new_tokens) & ~jnp.all(stopped)
+
+  def body(carry):
+    step, last, out_tokens, out_logprobs, out_mask, stopped, cache = carry
+    logits, cache = model.decode(last[:, None], cache)
+    token, logprob = sample(logits[:, 0], jax.random.fold_in(rng, step))
+    alive = ~stopped
+    token = jnp.where(alive, token, 0)
+    out_tokens = out_tokens.at[:, step].set(token)
+    out_logprobs = out_logprobs.at[:, step].set(jnp.where(alive, logprob, 0.0))
+    out_mask = out_mask.at[:, step].set(alive)
+    stopped = stopped | (alive & jnp.isin(token, stop_ids))
+    return step + 1, token, out_tokens, out_logprobs, out_mask, stopped, cache
+
+  carry = (jnp.int32(1), first, out_tokens, out_logprobs, out_mask, stopped, cache)
+  _, _, out_tokens, out_logprobs, out_mask, stopped, _ = jax.lax.while_loop(cond, body, carry)
+  return out_tokens, out_logprobs, out_mask, stopped
+
+
+def kv_cache_bytes(model: Decoder, rows: int, slots: int) -> int:
+  return KVCache.num_bytes(model.config, rows, slots, model.compute_dtype)
+
+
+def free_device_bytes(device=None) -> int | None:
+  """Free memory of the device (host RAM for CPU); None when unknown."""
+  device = device or jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and "bytes_limit" in stats:
+    return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+  if device.platform == "cpu":
+    try:
+      import psutil
+      return int(psutil.virtual_memory().available)
+    except ImportError:
+      return None
+  return None
+
+
+def check_kv_memory(model: Decoder, rows: int, slots: int, *, shards: int = 1,
+                    limit_bytes: int | None = None) -> int:
+  """Raise a clear MemoryError when the KV cache cannot fit; returns its bytes per device."""
+  need = -(-kv_cache_bytes(model, rows, slots) // shards)
+  limit = free_device_bytes() if limit_bytes is None else limit_bytes
+  if limit is not None and need > limit:
+    cfg = model.config
+    gib = 1024 ** 3
+    raise MemoryError(
+        f"the KV cache needs {need / gib:.2f} GiB per device ({cfg.num_layers} layers x "
+        f"{rows} rows x {slots} slots x {cfg.num_kv_heads} kv heads x {cfg.head_dim} head_dim "
+        f"x 2 (k, v) x {jnp.dtype(model.compute_dtype).itemsize} B / {shards} shards) but only "
+        f"{limit / gib:.2f} GiB is free; reduce the number of prompts, n, max_new_tokens "
+        f"or the prompt length, or shard the batch over more devices")
+  return need
+
+
+def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingParams,
+             rng: jax.Array, *, mesh=None, prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
+             memory_limit_bytes: int | None = None) -> Rollout:
+  """Sample `params.n` completions for each prompt.
+
+  Args:
+    model: the policy (its mesh, if any, shards the batch; `mesh` here
+      overrides it for this call).
+    prompts: P token-id lists of any lengths.
+    params: SamplingParams.
+    rng: a jax PRNG key; the same key, prompts and params give the same rollout.
+    prompt_buckets: prompt lengths are left-padded up to the next bucket.
+    memory_limit_bytes: override the free-memory estimate used by the KV check.
+
+  Returns:
+    Rollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
+  """
+  prompts = prompts_as_lists(prompts)
+  if mesh is not None and model.mesh is not mesh:
+    from hicra_jax import sharding
+    model = sharding.shard_model(nnx.clone(model), mesh)
+  mesh = model.mesh
+  length = bucket_length(max(len(p) for p in prompts), prompt_buckets)
+  rows = len(prompts) * params.n
+  shards = 1
+  if mesh is not None:
+    from hicra_jax import sharding
+    shards = sharding.batch_shards(mesh)
+    if len(prompts) % shards:
+      raise ValueError(f"{len(prompts)} prompts cannot be split over {shards} batch shards "
+                       f"(mesh data x fsdp); pass a multiple of {shards} prompts")
+  check_kv_memory(model, rows, length + params.max_new_tokens, shards=shards,
+                  limit_bytes=memory_limit_bytes)
+
+  tokens = np.zeros((len(prompts), length), np.int32)
+  mask = np.zeros((len(prompts), length), bool)
+  for i, ids in enumerate(prompts):
+    tokens[i, length - len(ids):], mask[i, length - len(ids):] = ids, True
+  tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+  if mesh is not None:
+    tokens = jax.device_put(tokens, sharding.batch_sharding(mesh))
+    mask = jax.device_put(mask, sharding.batch_sharding(mesh))
+  stop_ids = params.resolved_stop_ids(model.config.eos_token_id)
+  graphdef, state = nnx.split(model)
+  out = _generate(graphdef, state, tokens, mask, jnp.asarray(stop_ids or (-1,), jnp.int32), rng,
+                  jnp.float32(params.temperature), jnp.float32(params.top_p),
+                  jnp.float32(params.min_p), n=params.n, max_new_tokens=params.max_new_tokens,
+                  top_k=params.top_k, greedy=params.greedy, use_top_p=params.top_p < 1.0,
+                  use_min_p=params.min_p > 0.0)
+  out_tokens, out_logprobs, out_mask, stopped = jax.device_get(out)
+  return Rollout(tokens=out_tokens, logprobs=out_logprobs, completion_mask=out_mask,
+                 lengths=out_mask.sum(axis=1).astype(np.int32),
+                 finish_reason=np.where(stopped, FINISH_STOP, FINISH_LENGTH),
+                 prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), params.n))

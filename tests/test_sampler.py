@@ -1,0 +1,226 @@
+"""The sampler against transformers' generate, the model's own log-probs, and statistics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from scipy import stats
+
+from hicra_jax.models import (Decoder, ModelConfig, load_pretrained,
+                              model_token_logprobs_and_entropy)
+from hicra_jax.sampling import (FINISH_LENGTH, FINISH_STOP, SamplingParams, generate,
+                                num_compilations)
+from hf_reference import make_hf_model
+
+FAMILIES = ["llama3_rope_gqa2_untied", "qwen2_bias_gqa4_tied", "qwen3_qknorm_gqa7_tied"]
+PROMPT_LENGTHS = (1, 5, 9, 13, 17, 22, 26, 31)
+NEW_TOKENS = 64
+TINY = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                   num_kv_heads=2, head_dim=8, eos_token_id=2)
+
+
+def _prompts(vocab, seed=0):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(3, vocab, size=n).tolist() for n in PROMPT_LENGTHS]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  m = Decoder(TINY, rngs=nnx.Rngs(1))
+  from hicra_jax.models.weights import build_model, flat_params
+  return build_model(TINY, {k: v * (4.0 if v.ndim > 1 else 1.0) for k, v in flat_params(m).items()})
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_matches_transformers_generate(family, tmp_path):
+  hf = make_hf_model(family, init_scale=0.3)
+  hf.generation_config.eos_token_id = None
+  hf.save_pretrained(tmp_path)
+  model, config = load_pretrained(tmp_path)
+  prompts = _prompts(config.vocab_size)
+  rollout = generate(model, prompts, SamplingParams(max_new_tokens=NEW_TOKENS, greedy=True,
+                                                    stop_ids=()), jax.random.key(0))
+  assert rollout.completion_mask.all() and (rollout.finish_reason == FINISH_LENGTH).all()
+  full_rows = 0
+  for i, prompt in enumerate(prompts):
+    with torch.no_grad():
+      out = hf.generate(torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                        pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    ref_tokens = out.sequences[0, len(prompt):].numpy()
+    ref_logits = torch.stack(out.logits, 1)[0].numpy()  # [64, V]
+    top2 = np.sort(ref_logits, axis=-1)[:, -2:]
+    near_tie = np.flatnonzero(top2[:, 1] - top2[:, 0] < 1e-4)
+    compared = int(near_tie[0]) + 1 if len(near_tie) else NEW_TOKENS  # the tie itself may differ
+    ours = rollout.tokens[i]
+    np.testing.assert_array_equal(ours[:compared - (compared < NEW_TOKENS)],
+                                  ref_tokens[:compared - (compared < NEW_TOKENS)])
+    # Our logits (teacher-forced on the reference sequence) at every compared position.
+    seq = jnp.asarray([prompt + ref_tokens.tolist()])
+    our_logits = np.asarray(model(seq))[0, len(prompt) - 1:-1]
+    diff = np.abs(our_logits[:compared] - ref_logits[:compared]).max()
+    assert diff <= 1e-4 * np.abs(ref_logits).max()
+    full_rows += compared == NEW_TOKENS
+  assert full_rows >= 6, f"only {full_rows} of 8 rows compared to the end"
+
+
+@pytest.mark.slow
+def test_smollm2_batched_chat_prompts_match_transformers(smollm2_ours, smollm2_transformers,
+                                                         smollm2_tokenizer):
+  from hicra_jax.data import encode_prompts
+  model, _ = smollm2_ours
+  problems = ["What is 17 * 23?",
+              "A train travels 60 km in 45 minutes. What is its average speed in km/h? "
+              "Explain each step.",
+              "Solve for x: 3x + 7 = 22."]
+  prompt_ids = encode_prompts(smollm2_tokenizer, problems)
+  assert len({len(p) for p in prompt_ids}) == 3
+  params = SamplingParams.for_tokenizer(smollm2_tokenizer, max_new_tokens=64, greedy=True)
+  rollout = generate(model, prompt_ids, params, jax.random.key(0))
+  eos = list(params.stop_ids)
+  for ids, got in zip(prompt_ids, rollout.token_lists()):
+    with torch.no_grad():
+      out = smollm2_transformers.generate(torch.tensor([ids]), max_new_tokens=64,
+                                          do_sample=False, eos_token_id=eos, pad_token_id=eos[0])
+    assert got == out[0, len(ids):].tolist()
+
+
+def test_rows_are_independent_of_the_batch(tiny_model):
+  prompts = _prompts(TINY.vocab_size, seed=3)
+  params = SamplingParams(max_new_tokens=12, greedy=True, stop_ids=())
+  batched = generate(tiny_model, prompts, params, jax.random.key(0)).tokens
+  for i in (0, 4, 7):
+    alone = generate(tiny_model, [prompts[i]], params, jax.random.key(0)).tokens[0]
+    np.testing.assert_array_equal(alone, batched[i])
+
+
+def _first_token_logits(model, prompt):
+  return np.asarray(model(jnp.asarray([prompt])))[0, -1].astype(np.float64)
+
+
+def test_fixed_key_is_reproducible(tiny_model):
+  params = SamplingParams(n=4, max_new_tokens=8, temperature=0.9, top_p=0.95, top_k=10)
+  a = generate(tiny_model, [[3, 4, 5], [6]], params, jax.random.key(7))
+  b = generate(tiny_model, [[3, 4, 5], [6]], params, jax.random.key(7))
+  c = generate(tiny_model, [[3, 4, 5], [6]], params, jax.random.key(8))
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_array_equal(a.logprobs, b.logprobs)
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_temperature_sampling_matches_softmax_chi_square(tiny_model):
+  prompt, temperature, draws = [3, 9, 4], 0.7, 4000
+  rollout = generate(tiny_model, [prompt], SamplingParams(n=draws, max_new_tokens=1,
+                                                          temperature=temperature, stop_ids=()),
+                     jax.random.key(11))
+  logits = _first_token_logits(tiny_model, prompt) / temperature
+  probs = np.exp(logits - logits.max())
+  probs /= probs.sum()
+  counts = np.bincount(rollout.tokens[:, 0], minlength=TINY.vocab_size)
+  keep = probs * draws >= 5  # chi-square validity; pool the rare tail
+  observed = np.append(counts[keep], counts[~keep].sum())
+  expected = np.append(probs[keep], probs[~keep].sum()) * draws
+  observed, expected = observed[expected > 0], expected[expected > 0]
+  assert stats.chisquare(observed, expected).pvalue > 1e-3
+  # The log-probs are the untruncated log softmax(logits / T) at the drawn token.
+  np.testing.assert_allclose(rollout.logprobs[:, 0],
+                             (logits - np.log(np.exp(logits).sum()))[rollout.tokens[:, 0]],
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_top_p_and_top_k_stay_inside_their_sets(tiny_model):
+  prompt = [5, 6]
+  logits = _first_token_logits(tiny_model, prompt)
+  order = np.argsort(-logits)
+  probs = np.exp(logits - logits.max())
+  probs = probs[order] / probs.sum()
+  nucleus = set(order[:int(np.searchsorted(np.cumsum(probs), 0.6) + 1)].tolist())
+  top_p = generate(tiny_model, [prompt], SamplingParams(n=2000, max_new_tokens=1, top_p=0.6,
+                                                        stop_ids=()), jax.random.key(2))
+  assert set(top_p.tokens[:, 0].tolist()) <= nucleus
+  top_k = generate(tiny_model, [prompt], SamplingParams(n=2000, max_new_tokens=1, top_k=3,
+                                                        stop_ids=()), jax.random.key(3))
+  assert set(top_k.tokens[:, 0].tolist()) <= set(order[:3].tolist())
+  assert len(set(top_k.tokens[:, 0].tolist())) == 3
+
+
+def test_logprobs_equal_teacher_forced_recomputation(tiny_model):
+  prompts = [[3, 4, 5, 6], [7], [8, 9]]
+  temperature = 0.8
+  rollout = generate(tiny_model, prompts, SamplingParams(n=2, max_new_tokens=10,
+                                                         temperature=temperature),
+                     jax.random.key(5))
+  for row, comp in enumerate(rollout.token_lists()):
+    prompt = prompts[rollout.prompt_index[row]]
+    seq = jnp.asarray([prompt + comp])
+    lp, _ = model_token_logprobs_and_entropy(tiny_model, seq, temperature=temperature)
+    np.testing.assert_allclose(rollout.logprobs[row, :len(comp)], np.asarray(lp)[0, len(prompt) - 1:],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_stop_handling(tiny_model):
+  stop = (2, 7)
+  params = SamplingParams(n=8, max_new_tokens=20, temperature=1.5, stop_ids=stop)
+  r = generate(tiny_model, [[3, 4], [5, 6, 8]], params, jax.random.key(9))
+  assert r.tokens.shape == (16, 20)
+  assert set(r.finish_reason.tolist()) == {FINISH_STOP, FINISH_LENGTH}, "want both kinds of rows"
+  for row in range(16):
+    n = r.lengths[row]
+    assert r.completion_mask[row, :n].all() and not r.completion_mask[row, n:].any()
+    assert (r.tokens[row, n:] == 0).all() and (r.logprobs[row, n:] == 0).all()
+    earlier = [t for t in r.tokens[row, :n - 1] if t in stop]
+    assert not earlier, "a row continued after its stop token"
+    if r.finish_reason[row] == FINISH_STOP:
+      assert r.tokens[row, n - 1] in stop
+    else:
+      assert n == 20 and r.tokens[row, n - 1] not in stop
+  # Defaults: stop_ids None means the model's EOS (2).
+  assert SamplingParams().resolved_stop_ids(TINY.eos_token_id) == (2,)
+  assert SamplingParams(stop_ids=()).resolved_stop_ids(2) == ()
+
+
+def test_buckets_bound_the_number_of_compilations(tiny_model):
+  params = SamplingParams(n=2, max_new_tokens=4, greedy=True)
+  before = num_compilations()
+  for length in (3, 7, 12, 16, 20, 33, 40, 64):
+    generate(tiny_model, [[4] * length, [5] * 2], params, jax.random.key(0),
+             prompt_buckets=(16, 64))
+  assert num_compilations() - before == 2
+
+
+def test_kv_memory_error_for_an_impossible_request(tiny_model):
+  params = SamplingParams(n=64, max_new_tokens=32768)
+  with pytest.raises(MemoryError, match=r"KV cache needs .* GiB .* only .* GiB is free"):
+    generate(tiny_model, [[3]] * 1024, params, jax.random.key(0), memory_limit_bytes=2**30)
+
+
+def test_bad_params_are_clear_errors():
+  with pytest.raises(ValueError, match="temperature"):
+    SamplingParams(temperature=0.0)
+  with pytest.raises(ValueError, match="top_p"):
+    SamplingParams(top_p=1.5)
+  with pytest.raises(ValueError, match="n"):
+    SamplingParams(n=0)
+  with pytest.raises(ValueError, match="empty"):
+    generate(None, [[1], []], SamplingParams(), jax.random.key(0))
+
+
+@pytest.mark.slow
+def test_sharded_greedy_equals_unsharded_on_8_devices():
+  import json
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  script = os.path.join(os.path.dirname(__file__), "sampler_sharding_check.py")
+  proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+  for mesh, r in json.loads(line[len("RESULT "):]).items():
+    assert r["tokens_equal"] and r["mask_equal"], mesh
+    assert r["logprob_diff"] <= 1e-4, mesh
