@@ -27,7 +27,7 @@ _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|textnormal|mbox|mathrm|math
 _UNICODE = str.maketrans({"\u2212": "-", "\u2013": "-", "\u00a0": " ", "\u2009": " ",
                           "\u202f": " ", "\u2007": " "})
 # A thin-space / group separator between digit groups of three: 1\,000, 1{,}000, 1~000.
-_GROUP_SEP = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|\{,\})(?=\d{3}(?!\d))")
+_GROUP_SEP = re.compile(r"(?<=\d)(?:\\[,;:! ]|~|\{,\}|,\\!\s?)(?=\d{3}(?!\d))")
 _DFRAC = re.compile(r"\\[dt]frac(?![A-Za-z])")
 _DOLLAR = re.compile(r"\\\$")
 _NUM = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+"
@@ -62,7 +62,7 @@ def normalize_answer(answer: str) -> str:
   `\\[...\\]`; unwrap a whole-answer `\\text{...}` (also `\\textbf`, `\\mbox`,
   `\\mathrm`, ...); `\\dfrac`/`\\tfrac` become `\\frac`; `\\$` is removed
   (and a leading bare `$`); group separators between digit triples (`\\,`,
-  `\\!`, `~`, `{,}`) become commas; one trailing period is dropped; a number
+  `\\!`, `~`, `{,}`, MATH's `,\\!`) become commas; one trailing period is dropped; a number
   followed by a unit (`\\text{...}` or bare words such as "dollars", not
   "pi"/"and") keeps only the number; thousands separators of a whole-answer
   number (commas, or single spaces) are removed; a whole-answer number in
