@@ -175,7 +175,14 @@ def grade_math(completion: str, gold: Any, *, mode: str = "strict",
     The `Grade`; failures are reward 0 with a reason, logged.
   """
   from hicra_jax.rewards.pool import resolve  # pylint: disable=g-import-not-at-top
-  return resolve(plan_math(completion, gold, mode=mode), timeout_s=timeout_s, pool=pool)
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  try:
+    plan = plan_math(completion, gold, mode=mode)
+  except Exception as e:  # pylint: disable=broad-except  # a bug must not kill a run
+    logger.warning("grading failed to plan: %s: %s", type(e).__name__, e)
+    return Grade(0.0, ERROR, detail=f"{type(e).__name__}: {e}"[:200])
+  return resolve(plan, timeout_s=timeout_s, pool=pool)
 
 
 def math_reward(completion: str, gold: Any, *, mode: str = "strict",

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 import hicra_jax
@@ -220,6 +221,8 @@ class GraderPool:
     self._all: set[_Worker] = set()
     self._idle: queue.Queue[_Worker] = queue.Queue()
     self.stats = collections.Counter()
+    # Kills the workers when the pool is garbage collected or at exit, unless closed first.
+    self._finalizer = weakref.finalize(self, _kill_all, self._all)
     for _ in range(num_workers):
       self._idle.put(self._spawn())
 
@@ -236,6 +239,10 @@ class GraderPool:
     with self._lock:
       self._all.discard(worker)
       self.stats["restarts"] += 1
+
+  def _count(self, name: str) -> None:
+    with self._lock:
+      self.stats[name] += 1
 
   @property
   def closed(self) -> bool:
@@ -267,8 +274,7 @@ class GraderPool:
       self._closed = True
       workers = list(self._all)
       self._all.clear()
-    for worker in workers:
-      worker.kill()
+    _kill_all(workers)
 
   def __enter__(self) -> GraderPool:
     return self
@@ -316,9 +322,14 @@ class GraderPool:
     cached = self._cache_get(key)
     if cached is not None:
       return _to_grade(check, cached)
-    if self._closed:
-      return _failed(check, ERROR, "grading pool is closed")
-    worker = self._idle.get()
+    worker = None
+    while worker is None:
+      if self._closed:
+        return _failed(check, ERROR, "grading pool is closed")
+      try:
+        worker = self._idle.get(timeout=0.5)
+      except queue.Empty:
+        pass
     keep = True
     try:
       grade, keep = self._run_on(worker, check, key, timeout_s)
@@ -350,20 +361,20 @@ class GraderPool:
                      f"{self.startup_timeout_s:.0f}s"), False
     except _WorkerDied as e:
       return _failed(check, ERROR, f"grading worker failed to start: {e}"), False
-    self.stats["checks"] += 1
+    self._count("checks")
     request = {"op": check.op, **check.payload,
                "soft_timeout": self.soft_timeout_fraction * timeout_s}
     try:
       reply = worker.call(request, timeout_s)
     except _WorkerTimeout:
-      self.stats["timeouts"] += 1
+      self._count("timeouts")
       return _failed(check, TIMEOUT, f"no result within {timeout_s:g}s; worker killed"), False
     except _WorkerDied as e:
-      self.stats["errors"] += 1
+      self._count("errors")
       return _failed(check, ERROR, f"{e} while grading"), False
     if not reply.get("ok"):
       status = TIMEOUT if reply.get("status") == TIMEOUT else ERROR
-      self.stats["timeouts" if status == TIMEOUT else "errors"] += 1
+      self._count("timeouts" if status == TIMEOUT else "errors")
       return _failed(check, status, str(reply.get("detail", ""))), True
     value = {"score": reply.get("score", 0.0), "detail": reply.get("detail", ""),
              "answer": reply.get("answer"), "no_answer": bool(reply.get("no_answer"))}
@@ -399,6 +410,11 @@ class GraderPool:
         grade = Grade(grade.reward, grade.status, check.answer, grade.detail)
       out.append(grade)
     return out
+
+
+def _kill_all(workers) -> None:
+  for worker in list(workers):
+    worker.kill()
 
 
 def _check_timeout(timeout_s: float | None) -> float:
