@@ -28,6 +28,7 @@ from hicra_jax import config as config_lib
 from hicra_jax.commands import extract_sgs
 from hicra_jax.commands import evaluate
 from hicra_jax.commands import generate
+from hicra_jax.commands import train
 
 PROG = "hicra-jax"
 _HELP_ARGS = ("-h", "--help", "-help", "--helpfull", "--helpshort")
@@ -60,6 +61,7 @@ COMMANDS: dict[str, Command] = {
     "extract-sgs": Command(extract_sgs.HELP, extract_sgs.get_config,
                            extract_sgs.validate, extract_sgs.run),
     "eval": Command(evaluate.HELP, evaluate.get_config, evaluate.validate, evaluate.run),
+    "train": Command(train.HELP, train.get_config, train.validate, train.run),
 }
 
 

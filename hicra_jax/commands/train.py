@@ -1,0 +1,268 @@
+"""`hicra-jax train`: RL of a reasoning policy with HICRA, GRPO or entropy regularization.
+
+  hicra-jax train --config configs/quickstart_train.py
+  hicra-jax train --config configs/qwen3_4b_instruct_2507_hicra.py --config.algorithm=grpo
+  hicra-jax train --config ... --config.resume=True      # continue the run in workdir
+
+Writes into `workdir`: checkpoints/ (Orbax), metrics.jsonl, samples.jsonl,
+tensorboard/ event files and, at the end, policy/ (a Hugging Face directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hicra_jax import config as config_lib
+
+HELP = "train a policy with HICRA / GRPO / entropy regularization (RL with verifiable rewards)"
+
+ALGORITHMS = ("hicra", "grpo", "entropy_reg")
+DATA_SOURCES = ("synthetic", "jsonl", "reasoning_gym")
+MODEL_ALIASES = ("smollm2", "random")
+SG_ALIASES = ("paper", "synthetic", "none")
+DTYPES = ("float32", "bfloat16")
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def get_config() -> config_lib.ConfigDict:
+  """The embedded default config of `train` (a tiny synthetic run; presets override it)."""
+  c = config_lib.ConfigDict()
+  c.algorithm = "hicra"  # "hicra" | "grpo" (clip-higher) | "entropy_reg"
+  c.seed = 0
+  c.num_steps = 20
+  c.workdir = "runs/train"
+  c.resume = False  # continue from the latest checkpoint in workdir
+  c.export_policy = True  # write workdir/policy (HF safetensors) at the end
+  c.debug_sleep_in_step_s = 0.0  # tests only: sleep between rollout and update
+
+  c.model = config_lib.ConfigDict()
+  c.model.path = "random"  # "smollm2" | "random" | a .gguf file | an HF model directory
+  c.model.tokenizer = ""  # "": the model's own (unused for "random")
+  c.model.dtype = "float32"  # params (master weights)
+  c.model.compute_dtype = ""  # "": same as dtype
+  c.model.remat = "none"
+  # Shape of the "random" model (tests, smoke runs).
+  c.model.random = config_lib.ConfigDict(dict(
+      vocab_size=16, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
+      num_kv_heads=1, head_dim=16))
+
+  c.data = config_lib.ConfigDict()
+  c.data.source = "synthetic"  # "synthetic" | "jsonl" | "reasoning_gym"
+  c.data.path = ""  # jsonl: file path
+  c.data.question_field = "question"  # jsonl: the problem's field ("problem" for MATH)
+  c.data.answer_field = "answer"
+  c.data.task = ""  # reasoning_gym: dataset name, e.g. "chain_sum"
+  c.data.task_kwargs = "{}"  # reasoning_gym: JSON object of generator options
+  c.data.size = 64  # reasoning_gym / synthetic: examples generated
+  c.data.eval_size = 0  # held-out examples (taken before training examples)
+  c.data.template = "auto"  # prompt template: "auto" | "chat" | "plain"
+  c.data.prompt_len = 4  # synthetic: prompt tokens
+
+  c.reward = config_lib.ConfigDict()
+  c.reward.name = "synthetic_target"  # a hicra_jax.rewards registry name or "synthetic_target"
+  c.reward.timeout_s = 5.0  # per-item limit of sandboxed checks
+  c.reward.target_token = 5  # synthetic_target: the rewarded token
+
+  c.planning = config_lib.ConfigDict()
+  c.planning.grams = "synthetic"  # "paper" | an SG file | "synthetic" (token n-gram) | "none"
+  c.planning.synthetic_pattern = (5, 5)
+  c.planning.alpha = 0.2  # HICRA's amplification (paper: 0.2)
+
+  c.rollout = config_lib.ConfigDict()
+  c.rollout.prompts_per_step = 8
+  c.rollout.group_size = 8
+  c.rollout.temperature = 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+  # Curriculum stages: the next value is used when the truncation rate exceeds
+  # truncation_threshold (paper: 16K -> 32K at 20%).
+  c.rollout.max_new_tokens = (8,)
+  c.rollout.truncation_threshold = 0.2
+  c.rollout.prompt_buckets = (4, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+  c.rollout.old_logprobs = "policy"  # "policy" (recomputed) | "sampler"
+
+  c.filter = config_lib.ConfigDict()
+  c.filter.dynamic = False  # DAPO dynamic filtering with refill
+  c.filter.max_rounds = 4  # rollout rounds per step when refilling
+
+  c.optim = config_lib.ConfigDict()
+  c.optim.lr = 1e-2
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"  # "constant" | "cosine"
+  c.optim.final_lr_fraction = 0.0
+  c.optim.weight_decay = 0.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.max_grad_norm = 1.0
+
+  c.loss = config_lib.ConfigDict()
+  c.loss.clip_low = 0.2
+  c.loss.clip_high = 0.28
+  c.loss.aggregation = "token-mean"
+  c.loss.estimator = "grpo"
+  c.loss.scale = "none"
+  c.loss.entropy_coef = 0.001  # used by algorithm "entropy_reg" only
+  c.loss.kl_coef = 0.0  # > 0 loads a frozen reference copy of the initial policy
+  c.loss.kl_estimator = "k3"
+  c.loss.epochs = 1
+  c.loss.micro_batch_size = 32  # rows per micro-batch (divides prompts x group)
+
+  c.guard = config_lib.ConfigDict()
+  c.guard.max_consecutive_skips = 3
+
+  c.eval = config_lib.ConfigDict()
+  c.eval.every = 0  # steps (0: never)
+  c.eval.temperature = 0.6
+
+  c.checkpoint = config_lib.ConfigDict()
+  c.checkpoint.every = 5
+  c.checkpoint.keep = 3
+  c.checkpoint.keep_best = 1
+  c.checkpoint.async_save = True
+
+  c.log = config_lib.ConfigDict()
+  c.log.tensorboard = True
+  c.log.samples_per_step = 2
+  return c
+
+
+def _is_model_path(path: str) -> bool:
+  if os.path.isfile(path):
+    return path.endswith(".gguf")
+  return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def validate(config: config_lib.ConfigDict) -> None:
+  """Checks every field before anything expensive; raises ConfigError naming it."""
+  cl = config_lib
+  cl.check_choice(config, "algorithm", ALGORITHMS)
+  cl.check_int(config, "seed", minimum=0)
+  cl.check_int(config, "num_steps", minimum=1)
+  cl.check_str(config, "workdir")
+  cl.check_float(config, "debug_sleep_in_step_s", minimum=0.0)
+  model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=_is_model_path,
+                        expected="a .gguf file or a Hugging Face model directory")
+  if model == "smollm2":
+    from hicra_jax.models.assets import smollm2_gguf_path  # pylint: disable=import-outside-toplevel
+    try:
+      smollm2_gguf_path()
+    except FileNotFoundError as e:
+      raise cl.field_error("model.path", model, f"a resolvable SmolLM2 GGUF ({e})") from e
+  cl.check_choice(config, "model.dtype", DTYPES)
+  cl.check_choice(config, "model.compute_dtype", ("",) + DTYPES)
+  for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+               "num_kv_heads", "head_dim"):
+    cl.check_int(config, f"model.random.{name}", minimum=1)
+  source = cl.check_choice(config, "data.source", DATA_SOURCES)
+  if source == "jsonl":
+    cl.check_path(config, "data.path", predicate=os.path.isfile, expected="an existing JSONL file")
+  if source == "reasoning_gym":
+    cl.check_str(config, "data.task")
+  try:
+    kwargs = json.loads(config.data.task_kwargs)
+    if not isinstance(kwargs, dict):
+      raise ValueError("not an object")
+  except (ValueError, TypeError) as e:
+    raise cl.field_error("data.task_kwargs", config.data.task_kwargs,
+                         "a JSON object string") from e
+  cl.check_int(config, "data.size", minimum=1)
+  cl.check_int(config, "data.eval_size", minimum=0)
+  cl.check_int(config, "data.prompt_len", minimum=1)
+  if source != "synthetic" and model == "random":
+    raise cl.field_error("model.path", model, "a real model (with a tokenizer) for data.source "
+                         f"{source!r}; 'random' works with data.source 'synthetic' only")
+  reward = cl.check_str(config, "reward.name")
+  from hicra_jax.rewards.registry import REWARDS  # pylint: disable=import-outside-toplevel
+  if reward != "synthetic_target" and reward not in REWARDS:
+    raise cl.field_error("reward.name", reward,
+                         f"one of {sorted(REWARDS) + ['synthetic_target']}")
+  if (reward == "synthetic_target") != (source == "synthetic"):
+    raise cl.field_error("reward.name", reward, "'synthetic_target' exactly when data.source "
+                         "is 'synthetic'")
+  cl.check_float(config, "reward.timeout_s", minimum=0.01)
+  grams = cl.check_path(config, "planning.grams", aliases=SG_ALIASES,
+                        expected="an SG file (JSON list or text, one phrase a line)")
+  if grams == "synthetic" and source != "synthetic":
+    raise cl.field_error("planning.grams", grams, "'paper', a file or 'none' for text data")
+  if grams == "none" and config.algorithm == "hicra":
+    raise cl.field_error("planning.grams", grams, "a Strategic Gram set for algorithm 'hicra'")
+  cl.check_float(config, "planning.alpha", minimum=0.0, maximum=1.0)
+  p = cl.check_int(config, "rollout.prompts_per_step", minimum=1)
+  g = cl.check_int(config, "rollout.group_size", minimum=2)
+  cl.check_float(config, "rollout.temperature", minimum=1e-6)
+  cl.check_float(config, "rollout.top_p", minimum=1e-6, maximum=1.0)
+  cl.check_int(config, "rollout.top_k", minimum=0)
+  stages = config.rollout.max_new_tokens
+  if (not isinstance(stages, (tuple, list)) or not stages
+      or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in stages)
+      or list(stages) != sorted(stages)):
+    raise cl.field_error("rollout.max_new_tokens", stages,
+                         "a non-empty increasing tuple of positive ints (curriculum stages)")
+  cl.check_float(config, "rollout.truncation_threshold", minimum=0.0, maximum=1.0)
+  buckets = config.rollout.prompt_buckets
+  if not isinstance(buckets, (tuple, list)) or not buckets or any(
+      isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in buckets):
+    raise cl.field_error("rollout.prompt_buckets", buckets, "a tuple of positive ints")
+  cl.check_choice(config, "rollout.old_logprobs", ("policy", "sampler"))
+  cl.check_int(config, "filter.max_rounds", minimum=1)
+  cl.check_float(config, "optim.lr", minimum=1e-12)
+  cl.check_int(config, "optim.warmup_steps", minimum=0)
+  cl.check_choice(config, "optim.schedule", ("constant", "cosine"))
+  cl.check_float(config, "optim.final_lr_fraction", minimum=0.0, maximum=1.0)
+  cl.check_float(config, "optim.weight_decay", minimum=0.0)
+  cl.check_float(config, "optim.max_grad_norm", minimum=0.0)
+  cl.check_float(config, "loss.clip_low", minimum=0.0, maximum=0.999)
+  cl.check_float(config, "loss.clip_high", minimum=0.0)
+  cl.check_choice(config, "loss.aggregation", AGGREGATIONS)
+  cl.check_choice(config, "loss.estimator", ("grpo", "rloo"))
+  cl.check_choice(config, "loss.scale", ("none", "group_std", "batch_std"))
+  cl.check_float(config, "loss.entropy_coef")
+  cl.check_float(config, "loss.kl_coef", minimum=0.0)
+  cl.check_choice(config, "loss.kl_estimator", ("k1", "k2", "k3"))
+  cl.check_int(config, "loss.epochs", minimum=1)
+  mb = cl.check_int(config, "loss.micro_batch_size", minimum=1)
+  if (p * g) % mb:
+    raise cl.field_error("loss.micro_batch_size", mb, f"a divisor of rollout.prompts_per_step x "
+                         f"rollout.group_size = {p} x {g} = {p * g}")
+  cl.check_int(config, "guard.max_consecutive_skips", minimum=1)
+  cl.check_int(config, "eval.every", minimum=0)
+  cl.check_float(config, "eval.temperature", minimum=1e-6)
+  cl.check_int(config, "checkpoint.every", minimum=1)
+  cl.check_int(config, "checkpoint.keep", minimum=1)
+  cl.check_int(config, "checkpoint.keep_best", minimum=0)
+  cl.check_int(config, "log.samples_per_step", minimum=0)
+
+
+def run(config: config_lib.ConfigDict) -> int:
+  """Builds the components and trains; returns the exit status."""
+  # pylint: disable=import-outside-toplevel
+  from hicra_jax.train.build import build_components
+  from hicra_jax.train.loop import NonFiniteError, Trainer
+  # pylint: enable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  rows = config.rollout.prompts_per_step * config.rollout.group_size
+  if rows % jax.device_count():
+    raise config_lib.field_error(
+        "rollout.prompts_per_step", config.rollout.prompts_per_step,
+        f"prompts x group_size ({rows}) divisible by the device count {jax.device_count()}")
+  components = build_components(config)
+  trainer = Trainer(config, components)
+  try:
+    trainer.run(resume=bool(config.resume))
+  except NonFiniteError as e:
+    print(f"hicra-jax train: {e}", flush=True)
+    return 3
+  finally:
+    trainer.close()
+  if trainer._stop_signal is not None:  # pylint: disable=protected-access
+    print(f"stopped by signal {trainer._stop_signal} at step {int(trainer.state.step)}; "  # pylint: disable=protected-access
+          f"resume with --config.resume=True", flush=True)
+    return 0
+  if config.export_policy and components.model_config is not None:
+    from hicra_jax.models import save_pretrained  # pylint: disable=import-outside-toplevel
+    path = os.path.join(config.workdir, "policy")
+    save_pretrained(trainer.policy(), components.model_config, path)
+    print(f"exported the policy to {path}", flush=True)
+  return 0

@@ -1,0 +1,118 @@
+"""Builds a run's `Components` (model, data, reward, planner) from a train config."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from hicra_jax.train.loop import Components
+from hicra_jax.train import synthetic
+
+logger = logging.getLogger("hicra_jax.train")
+
+
+def load_model(config):
+  """(model, ModelConfig or None, tokenizer or None) of config.model."""
+  from hicra_jax.models import Decoder, ModelConfig, load_pretrained, load_tokenizer  # pylint: disable=import-outside-toplevel
+  m = config.model
+  if m.path == "random":
+    model_config = ModelConfig(**m.random.to_dict())
+    model = Decoder(model_config, rngs=nnx.Rngs(int(config.seed)), param_dtype=m.dtype,
+                    compute_dtype=m.compute_dtype or None, remat=m.remat)
+    return model, model_config, None
+  from hicra_jax.commands.generate import resolve_model  # pylint: disable=import-outside-toplevel
+  path = resolve_model(m.path)
+  model, model_config = load_pretrained(path, dtype=m.dtype)
+  if m.compute_dtype or m.remat != "none":
+    graphdef, state = nnx.split(model)
+    model = Decoder(model_config, rngs=nnx.Rngs(0), param_dtype=m.dtype,
+                    compute_dtype=m.compute_dtype or None, remat=m.remat)
+    nnx.update(model, state)
+  tokenizer = load_tokenizer(resolve_model(m.tokenizer) if m.tokenizer else path)
+  return model, model_config, tokenizer
+
+
+def load_examples(config, tokenizer) -> list[dict[str, Any]]:
+  """All examples (eval ones first), each with "id" and "prompt_ids"."""
+  d = config.data
+  if d.source == "synthetic":
+    return synthetic.synthetic_examples(d.size + d.eval_size, vocab_size=config.model.random.vocab_size,
+                                        prompt_len=d.prompt_len, seed=int(config.seed))
+  if d.source == "jsonl":
+    rows = []
+    with open(d.path, encoding="utf-8") as f:
+      for line_no, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        row = json.loads(line)
+        if d.question_field not in row or d.answer_field not in row:
+          raise ValueError(f"{d.path}:{line_no}: expected fields {d.question_field!r} and "
+                           f"{d.answer_field!r}, got {sorted(row)}")
+        rows.append({"question": row[d.question_field], "answer": row[d.answer_field]})
+  else:
+    import reasoning_gym  # pylint: disable=import-outside-toplevel
+    dataset = reasoning_gym.create_dataset(d.task, size=d.size + d.eval_size, seed=int(config.seed),
+                                           **json.loads(d.task_kwargs))
+    rows = [dict(entry) for entry in dataset]
+  from hicra_jax.data.prompts import encode_prompts  # pylint: disable=import-outside-toplevel
+  prompt_ids = encode_prompts(tokenizer, [r["question"] for r in rows], template=d.template)
+  for i, (row, ids) in enumerate(zip(rows, prompt_ids)):
+    row["id"] = i
+    row["prompt_ids"] = ids
+  return rows
+
+
+def text_reward_fn(name: str, timeout_s: float):
+  """A trainer reward function over texts, from the hicra_jax.rewards registry."""
+  from hicra_jax.rewards import grade_batch  # pylint: disable=import-outside-toplevel
+  from hicra_jax.rewards.grading import ERROR, TIMEOUT  # pylint: disable=import-outside-toplevel
+
+  def reward(completions, texts, examples: Sequence[Mapping[str, Any]], group_size: int):
+    del completions
+    grades = grade_batch(name, texts, list(examples), group_size=group_size, timeout_s=timeout_s)
+    failures = sum(g.status in (ERROR, TIMEOUT) for g in grades)
+    return np.asarray([g.reward for g in grades], np.float32), failures
+  return reward
+
+
+def build_planner(config, tokenizer):
+  """(planner, trie bytes)."""
+  grams = config.planning.grams
+  if grams == "synthetic":
+    pattern = tuple(int(t) for t in config.planning.synthetic_pattern)
+    return functools.partial(synthetic.ngram_planner, pattern=pattern), b""
+  if grams == "none":
+    def no_planning(tokens, mask):
+      import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+      return jnp.zeros(tokens.shape, bool), jnp.zeros((tokens.shape[0], 1), jnp.int32)
+    return no_planning, b""
+  from hicra_jax.planning import SGTrie, load_strategic_grams, planning_mask_and_counts  # pylint: disable=import-outside-toplevel
+  from hicra_jax.planning.trie import save_bytes  # pylint: disable=import-outside-toplevel
+  trie = SGTrie.build(load_strategic_grams(grams), tokenizer)
+  return (lambda tokens, mask: planning_mask_and_counts(tokens, trie, mask)), save_bytes(trie)
+
+
+def build_components(config) -> Components:
+  model, model_config, tokenizer = load_model(config)
+  examples = load_examples(config, tokenizer)
+  eval_size = int(config.data.eval_size)
+  if config.reward.name == "synthetic_target":
+    reward_fn = synthetic.synthetic_reward_fn(int(config.reward.target_token))
+    stop_ids: tuple[int, ...] = ()
+  else:
+    reward_fn = text_reward_fn(config.reward.name, float(config.reward.timeout_s))
+    from hicra_jax.data.prompts import stop_tokens  # pylint: disable=import-outside-toplevel
+    stop_ids = tuple(stop_tokens(tokenizer).ids)
+  planner, trie_bytes = build_planner(config, tokenizer)
+  ref_params = None
+  if float(config.loss.kl_coef) > 0:
+    ref_params = jax.tree_util.tree_map(lambda x: x.copy(), nnx.state(model))
+  return Components(model=model, examples=examples[eval_size:], eval_examples=examples[:eval_size],
+                    reward_fn=reward_fn, planner=planner, tokenizer=tokenizer, stop_ids=stop_ids,
+                    trie_bytes=trie_bytes, ref_params=ref_params, model_config=model_config)

@@ -1,0 +1,101 @@
+"""Metric writers: JSONL + TensorBoard scalars, a sample log, a progress line.
+
+Only process 0 writes (`jax.process_index() == 0` is checked by the caller).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+# Every key the trainer writes to metrics.jsonl after a step (tests check them).
+STEP_KEYS = (
+    "step", "reward_mean", "accuracy", "response_length_mean", "response_length_max",
+    "truncation_rate", "loss", "grad_norm", "learning_rate", "clip_frac", "clip_frac_low",
+    "clip_frac_high", "approx_kl", "entropy", "entropy_planning", "entropy_execution",
+    "log_ppl_planning", "log_ppl_execution", "planning_token_ratio", "advantage_planning",
+    "advantage_execution", "semantic_entropy", "time_rollout_s", "time_reward_s",
+    "time_masks_s", "time_update_s", "time_step_s", "tokens_per_s", "reward_failures",
+    "skipped_updates", "consecutive_skips", "max_new_tokens", "filter_rounds",
+    "kept_groups_fraction",
+)
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+class MetricWriter:
+  """Appends one JSON object per step to `metrics.jsonl` (and TensorBoard scalars)."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.sample_path = os.path.join(workdir, "samples.jsonl")
+    self._file = open(self.path, "a", encoding="utf-8")
+    self._samples = open(self.sample_path, "a", encoding="utf-8")
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    record = {k: _jsonable(v) for k, v in scalars.items()}
+    record["step"] = int(step)
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for key, value in scalars.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+          self._tb.add_scalar(key, value, step)
+      self._tb.flush()
+
+  def write_samples(self, step: int, samples: list[Mapping[str, Any]]) -> None:
+    for sample in samples:
+      self._samples.write(json.dumps({"step": int(step), **sample}) + "\n")
+    self._samples.flush()
+
+  def close(self) -> None:
+    self._file.close()
+    self._samples.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+class Progress:
+  """A progress bar with ETA on a terminal; a one-line summary per step otherwise."""
+
+  def __init__(self, total_steps: int, start_step: int = 0, stream=None):
+    self.total = total_steps
+    self.start_step = start_step
+    self.t0 = time.perf_counter()
+    self.stream = stream or sys.stdout
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+  def line(self, step: int, m: Mapping[str, Any]) -> str:
+    done = step - self.start_step
+    elapsed = time.perf_counter() - self.t0
+    eta = elapsed / max(done, 1) * (self.total - step)
+    return (f"step {step}/{self.total} reward {m.get('reward_mean', 0):.3f} "
+            f"acc {m.get('accuracy', 0):.3f} len {m.get('response_length_mean', 0):.0f} "
+            f"loss {m.get('loss', 0):+.4f} gnorm {m.get('grad_norm', 0):.3f} "
+            f"plan {m.get('planning_token_ratio', 0):.3f} "
+            f"{m.get('time_step_s', 0):.1f}s/step eta {eta:.0f}s")
+
+  def update(self, step: int, m: Mapping[str, Any]) -> None:
+    text = self.line(step, m)
+    if self.tty:
+      width = 20
+      filled = int(width * step / max(self.total, 1))
+      self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}")
+      if step >= self.total:
+        self.stream.write("\n")
+    else:
+      self.stream.write(text + "\n")
+    self.stream.flush()
