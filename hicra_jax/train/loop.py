@@ -319,6 +319,7 @@ class Trainer:
         "max_new_tokens": float(self.max_new_tokens),
         "filter_rounds": float(d["filter_rounds"]),
         "kept_groups_fraction": float(d["kept_fraction"]),
+        "masked_groups": float((~d["loss_row_mask"]).sum() // g),
         "example_ids": [e.get("id") for e in d["examples"]],
     })
     self._advance_curriculum(truncation)

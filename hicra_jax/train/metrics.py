@@ -21,7 +21,7 @@ STEP_KEYS = (
     "advantage_execution", "semantic_entropy", "time_rollout_s", "time_reward_s",
     "time_masks_s", "time_update_s", "time_step_s", "tokens_per_s", "reward_failures",
     "skipped_updates", "consecutive_skips", "max_new_tokens", "filter_rounds",
-    "kept_groups_fraction",
+    "kept_groups_fraction", "masked_groups", "example_ids",
 )
 
 

@@ -1,0 +1,156 @@
+"""The RL loop: reward failures, NaN guard stop, curriculum, dynamic filtering, metrics, configs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hicra_jax import config as config_lib
+from hicra_jax import cli
+from hicra_jax.train import synthetic
+from hicra_jax.train.build import build_components, text_reward_fn
+from hicra_jax.train.loop import NonFiniteError, Trainer
+from hicra_jax.train.metrics import STEP_KEYS
+from train_helpers import tiny_config
+
+
+def _trainer(tmp_path, **overrides):
+  config = tiny_config(tmp_path, **overrides)
+  return Trainer(config, build_components(config)), config
+
+
+def _jsonl(path):
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_every_metric_key_is_in_the_jsonl_and_tensorboard_is_written(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=2, log__tensorboard=True, eval__every=2,
+                        data__eval_size=8, checkpoint__every=1, checkpoint__keep=1)
+  try:
+    trainer.run()
+  finally:
+    trainer.close()
+  records = _jsonl(tmp_path / "metrics.jsonl")
+  assert [r["step"] for r in records] == [1, 2]
+  for key in STEP_KEYS:
+    assert key in records[0], key
+  assert "eval_accuracy" in records[1] and "eval_reward_mean" in records[1]
+  samples = _jsonl(tmp_path / "samples.jsonl")
+  assert samples and {"prompt_ids", "completion_ids", "reward", "planning_spans"} <= set(samples[0])
+  assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  # keep last 1 + best 1 by eval accuracy (only step 2 has an eval metric).
+  assert trainer.checkpointer.all_steps() == [2]
+
+
+def test_failing_reward_does_not_stop_the_run(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=3)
+  calls = []
+
+  def flaky(completions, texts, examples, group_size):
+    calls.append(1)
+    if len(calls) == 1:
+      raise RuntimeError("grader crashed")
+    rewards = synthetic.target_fraction_rewards(completions, 5)
+    rewards[:3] = np.nan  # a reward that returns NaN counts as a failure too
+    return rewards, 2
+
+  trainer.c.reward_fn = flaky
+  try:
+    trainer.run()
+  finally:
+    trainer.close()
+  records = _jsonl(tmp_path / "metrics.jsonl")
+  assert [r["reward_failures"] for r in records] == [64.0, 5.0, 5.0]
+  assert records[0]["reward_mean"] == 0.0
+  assert all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_text_reward_counts_grading_errors():
+  reward = text_reward_fn("math_strict", timeout_s=5.0)
+  rewards, failures = reward(None, ["\\boxed{4}", "\\boxed{5}", "\\boxed{4}", "no"],
+                             [{"answer": "4"}, {"question": "no answer field"}], 2)
+  np.testing.assert_array_equal(rewards, [1.0, 0.0, 0.0, 0.0])
+  assert failures == 2
+
+
+def test_nan_guard_skips_then_saves_and_stops(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=10, guard__max_consecutive_skips=2)
+  params = trainer.state.params
+  params["lm_head"].set_value(jnp.full_like(params["lm_head"][...], jnp.nan))
+  try:
+    with pytest.raises(NonFiniteError, match="2 consecutive updates"):
+      trainer.run()
+  finally:
+    trainer.close()
+  records = _jsonl(tmp_path / "metrics.jsonl")
+  assert [r["update_finite"] for r in records] == [0.0, 0.0]
+  assert [r["consecutive_skips"] for r in records] == [1.0, 2.0]
+  assert trainer.checkpointer.all_steps() == [2]
+
+
+def test_curriculum_raises_max_new_tokens_when_truncation_exceeds_threshold(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=3, rollout__max_new_tokens=(8, 12),
+                        rollout__truncation_threshold=0.2)
+  try:
+    ms = [trainer.train_step() for _ in range(3)]
+  finally:
+    trainer.close()
+  # No stop tokens: every row is truncated (rate 1.0 > 0.2).
+  assert [m["truncation_rate"] for m in ms] == [1.0, 1.0, 1.0]
+  assert [m["max_new_tokens"] for m in ms] == [8.0, 12.0, 12.0]
+  assert trainer.stage == 1 and trainer.meta()["curriculum_stage"] == 1
+  # Below the threshold the length stays.
+  trainer2, _ = _trainer(tmp_path / "b", num_steps=1, rollout__max_new_tokens=(8, 12),
+                         rollout__truncation_threshold=1.0)
+  try:
+    trainer2.train_step()
+  finally:
+    trainer2.close()
+  assert trainer2.stage == 0
+
+
+def test_dynamic_filtering_refills_the_batch(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=1, filter__dynamic=True, filter__max_rounds=4)
+
+  def half_constant(completions, texts, examples, group_size):
+    rewards = synthetic.target_fraction_rewards(completions, 5)
+    rewards += np.arange(len(rewards)) % 2 * 0.01  # every group has a spread ...
+    for i, ex in enumerate(examples):  # ... except those of even example ids
+      if ex["id"] % 2 == 0:
+        rewards[i * group_size:(i + 1) * group_size] = 0.0
+    return rewards, 0
+
+  trainer.c.reward_fn = half_constant
+  try:
+    m = trainer.train_step()
+  finally:
+    trainer.close()
+  assert m["filter_rounds"] >= 2
+  assert m["masked_groups"] == 0.0
+  assert 0 < m["kept_groups_fraction"] < 1
+  assert len(m["example_ids"]) == 8 and all(i % 2 == 1 for i in m["example_ids"])
+
+
+@pytest.mark.parametrize("override,field", [
+    ("algorithm=ppo", "algorithm"),
+    ("loss.micro_batch_size=7", "loss.micro_batch_size"),
+    ("reward.name=nope", "reward.name"),
+    ("data.source=jsonl", "data.path"),
+    ("rollout.max_new_tokens=(16, 8)", "rollout.max_new_tokens"),
+    ("model.path=/does/not/exist", "model.path"),
+    ("planning.grams=none", "planning.grams"),
+    ("rollout.group_size=1", "rollout.group_size"),
+])
+def test_invalid_configs_fail_fast_naming_the_field(override, field):
+  with pytest.raises(config_lib.ConfigError) as err:
+    cli.load_command_config("train", ["hicra-jax train", f"--config.{override}"])
+  assert err.value.field == field
+  assert repr(field) in str(err.value)
