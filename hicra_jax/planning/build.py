@@ -42,7 +42,8 @@ from hicra_jax.planning.grams import as_gram_tuple, spelling_variants
 from hicra_jax.planning.reference import iter_matches
 from hicra_jax.planning.tokens import (alnum_bitmap, decode_utf8, table_fingerprint, token_bytes_table,
                                       token_edges)
-from hicra_jax.planning.trie import HASH_OFFSET, SGTrie, TrieMeta, hash_step, key_hashes, slot_index
+from hicra_jax.planning.trie import (HASH_OFFSET, SGTrie, TrieMeta, _fmix32, hash_step, key_hashes,
+                                     slot_index)
 
 _PUNCT = [c for c in string.punctuation]
 _UNICODE_PUNCT = list("\u201c\u201d\u2018\u2019\u00ab\u00bb\u2039\u203a\u201e\u201a\u2014\u2013"
@@ -364,7 +365,8 @@ def window_hashes(span_tokens: np.ndarray, span_len: np.ndarray, seed: int) -> n
 
 def perfect_hash(a: np.ndarray, b: np.ndarray, load: float,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """Hash-and-displace table: key i goes to slot (a[i] ^ disp[b[i] mod B]) mod M, no collisions.
+  """Hash-and-displace table: key i goes to slot fmix32(a[i] ^ disp[b[i] mod B]) mod M, no
+  collisions (a must be distinct).
 
   Returns:
     (slots i32[M] key index or -1, disp u32[B]); M, B powers of two.
@@ -382,7 +384,7 @@ def perfect_hash(a: np.ndarray, b: np.ndarray, load: float,
     members = np.asarray(buckets[key])
     for attempt in range(1 << 20):
       d = np.uint32(0 if attempt == 0 else rng.integers(1, 1 << 32))
-      pos = ((a[members] ^ d) & np.uint32(size - 1)).astype(np.int64)
+      pos = (_fmix32(a[members] ^ d) & np.uint32(size - 1)).astype(np.int64)
       if len(set(pos.tolist())) == len(pos) and (slots[pos] < 0).all():
         slots[pos] = members
         disp[key] = d

@@ -17,8 +17,6 @@ Work per token: max_len x (4 + K small gathers + one max_len-wide row gather).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,12 +112,10 @@ def _char_after_alnum(acc, cnt, bits):
   return _is_alnum(cp, ok, bits)
 
 
-def _matches(token_ids_NxT: jax.Array, trie: SGTrie,
-             completion_mask_NxT: jax.Array | None) -> Iterator[tuple[int, jax.Array]]:
-  """Yields (l, sg_NxT) for every window length l and entry slot k.
-
-  sg_NxT[n, t] is the SG index of the occurrence whose minimal covering is
-  token_ids[n, t:t+l] (entry slot k of the matched span), or -1.
+def _match_table(token_ids_NxT: jax.Array, trie: SGTrie,
+                 completion_mask_NxT: jax.Array | None) -> jax.Array:
+  """sg_LxNxTxK[l-1, n, t, k]: the SG index of the occurrence whose minimal covering
+  is token_ids[n, t:t+l] (entry slot k of the matched span), or -1.
   """
   ids = jnp.asarray(token_ids_NxT)
   if ids.ndim != 2:
@@ -146,12 +142,15 @@ def _matches(token_ids_NxT: jax.Array, trie: SGTrie,
   ids = jnp.where(valid, ids, -1)
   ids_pad = jnp.concatenate([ids, jnp.full((n, max_len), -1, jnp.int32)], axis=1)
   window = jnp.stack([ids_pad[:, j:j + t] for j in range(max_len)], axis=-1)  # [N, T, L]
-  cols = jnp.arange(max_len)
-  h = jnp.full((n, t), trie.meta.hash_seed, jnp.uint32)
-  all_valid = jnp.ones((n, t), bool)
+  # Per window length l: the token ids[t + l - 1] and the right-boundary check after it.
+  xs = (jnp.arange(1, max_len + 1, dtype=jnp.int32), jnp.moveaxis(window, -1, 0),
+        jnp.stack([right_ok_pad[:, j:j + t] for j in range(max_len)]))
+  cols = jnp.arange(max_len, dtype=jnp.int32)
   num_slots = trie.slots.shape[0]
-  for l in range(1, max_len + 1):
-    cur = window[:, :, l - 1]
+
+  def one_length(carry, x):
+    h, all_valid = carry
+    l, cur, right_ok = x
     all_valid = all_valid & (cur >= 0)
     h = hash_step(h, cur.astype(jnp.uint32))
     a, b = key_hashes(h, l)
@@ -159,35 +158,31 @@ def _matches(token_ids_NxT: jax.Array, trie: SGTrie,
     sc = jnp.maximum(span, 0)
     same = (trie.span_tokens[sc] == window) | (cols >= l)  # [N, T, L]
     found = (span >= 0) & all_valid & (trie.span_len[sc] == l) & jnp.all(same, axis=-1)
-    right_ok = right_ok_pad[:, l - 1:l - 1 + t]  # after the window's last token
-    for k in range(trie.entry_sg.shape[1]):
-      sg = trie.entry_sg[sc, k]
-      ok = (found & (sg >= 0) & (left_ok | ~trie.entry_left[sc, k])
-            & (right_ok | ~trie.entry_right[sc, k]))
-      yield l, jnp.where(ok, sg, -1)
+    sg = trie.entry_sg[sc]  # [N, T, K]
+    ok = (found[..., None] & (sg >= 0) & (left_ok[..., None] | ~trie.entry_left[sc])
+          & (right_ok[..., None] | ~trie.entry_right[sc]))
+    return (h, all_valid), jnp.where(ok, sg, -1)
+
+  init = (jnp.full((n, t), trie.meta.hash_seed, jnp.uint32), jnp.ones((n, t), bool))
+  _, sg = jax.lax.scan(one_length, init, xs)
+  return sg
 
 
-def _mask_from(matches, shape) -> jax.Array:
-  cover = jnp.zeros(shape, jnp.int32)  # longest matched window starting at t
-  max_len = 0
-  for l, sg in matches:
-    cover = jnp.maximum(cover, jnp.where(sg >= 0, l, 0))
-    max_len = max(max_len, l)
+def _mask_from(sg_LxNxTxK: jax.Array) -> jax.Array:
+  max_len, n, t, _ = sg_LxNxTxK.shape
+  lengths = jnp.arange(1, max_len + 1, dtype=jnp.int32)[:, None, None, None]
+  cover = jnp.max(jnp.where(sg_LxNxTxK >= 0, lengths, 0), axis=(0, 3))  # longest window at t
   out = cover > 0
-  for j in range(1, min(max_len, shape[1])):
+  for j in range(1, min(max_len, t)):
     out = out | (_shift(cover, j, 0) > j)  # a window starting j tokens earlier covers t
   return out
 
 
-def _counts_from(matches, n: int, num_grams: int) -> jax.Array:
-  counts = jnp.zeros((n, num_grams), jnp.int32)
-  rows = None
-  for _, sg in matches:
-    if rows is None:
-      rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], sg.shape)
-    idx = jnp.where(sg >= 0, sg, num_grams)  # out of bounds: dropped
-    counts = counts.at[rows, idx].add(1, mode="drop")
-  return counts
+def _counts_from(sg_LxNxTxK: jax.Array, num_grams: int) -> jax.Array:
+  n = sg_LxNxTxK.shape[1]
+  rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :, None, None], sg_LxNxTxK.shape)
+  idx = jnp.where(sg_LxNxTxK >= 0, sg_LxNxTxK, num_grams)  # out of bounds: dropped
+  return jnp.zeros((n, num_grams), jnp.int32).at[rows, idx].add(1, mode="drop")
 
 
 @jax.jit
@@ -201,15 +196,14 @@ def planning_mask(token_ids: jax.Array, trie: SGTrie,
     completion_mask: bool[N, T] or None; positions outside it are never planning
       and break the text (so padding never matters).
   """
-  return _mask_from(_matches(token_ids, trie, completion_mask), token_ids.shape)
+  return _mask_from(_match_table(token_ids, trie, completion_mask))
 
 
 @jax.jit
 def sg_occurrences(token_ids: jax.Array, trie: SGTrie,
                    completion_mask: jax.Array | None = None) -> jax.Array:
   """Occurrences of each SG per row: i32[N, S] (S = trie.num_grams); arguments as `planning_mask`."""
-  return _counts_from(_matches(token_ids, trie, completion_mask), token_ids.shape[0],
-                      trie.num_grams)
+  return _counts_from(_match_table(token_ids, trie, completion_mask), trie.num_grams)
 
 
 @jax.jit
@@ -217,9 +211,8 @@ def planning_mask_and_counts(token_ids: jax.Array, trie: SGTrie,
                              completion_mask: jax.Array | None = None
                              ) -> tuple[jax.Array, jax.Array]:
   """(planning_mask bool[N, T], sg_occurrences i32[N, S]) in one pass."""
-  matches = list(_matches(token_ids, trie, completion_mask))
-  return (_mask_from(matches, token_ids.shape),
-          _counts_from(matches, token_ids.shape[0], trie.num_grams))
+  sg = _match_table(token_ids, trie, completion_mask)
+  return _mask_from(sg), _counts_from(sg, trie.num_grams)
 
 
 @jax.jit
@@ -228,7 +221,4 @@ def sg_match_table(token_ids: jax.Array, trie: SGTrie,
   """Every matched occurrence: i32[N, T, L, K], the SG index (or -1) of the occurrence
   covering exactly token_ids[n, t:t+l+1] (entry slot k). For audits and debugging.
   """
-  per_l: dict[int, list[jax.Array]] = {}
-  for l, sg in _matches(token_ids, trie, completion_mask):
-    per_l.setdefault(l, []).append(sg)
-  return jnp.stack([jnp.stack(per_l[l], axis=-1) for l in sorted(per_l)], axis=2)
+  return jnp.transpose(_match_table(token_ids, trie, completion_mask), (1, 2, 0, 3))

@@ -72,16 +72,16 @@ def key_hashes(h, length):
   """(slot hash, bucket hash) of the key (rolling hash h, window length); uint32 arrays."""
   if isinstance(length, int):
     x = h ^ np.uint32((length * LEN_MIX) & 0xFFFFFFFF)
-  else:
-    x = h ^ (np.asarray(length, np.uint32) * np.uint32(LEN_MIX))
+  else:  # numpy or jax integer array
+    x = h ^ (length.astype(np.uint32) * np.uint32(LEN_MIX))
   a = _fmix32(x)
   return a, _fmix32(a ^ np.uint32(BUCKET_MIX))
 
 
 def slot_index(a, b, disp, num_slots: int):
-  """Slot of a key: (a ^ disp[b mod B]) mod M (B, M powers of two)."""
+  """Slot of a key: fmix32(a ^ disp[b mod B]) mod M (B, M powers of two)."""
   d = disp[(b & np.uint32(disp.shape[0] - 1)).astype(np.int32)]
-  return ((a ^ d) & np.uint32(num_slots - 1)).astype(np.int32)
+  return (_fmix32(a ^ d) & np.uint32(num_slots - 1)).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
