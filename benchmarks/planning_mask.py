@@ -86,7 +86,8 @@ def main() -> None:
     m, c = planning_mask_and_counts(tokens_d, trie, mask_d)
     frac = float(jnp.sum(m)) / float(mask.sum())
     rows.append((f"{n}x{t}", both, mask_only, n * t / both, first, frac, int(jnp.sum(c))))
-  print("| batch | mask+counts | mask only | tokens/s | compile+first | planning tokens | occurrences |")
+  print("| batch | mask+counts | mask only | tokens/s | compile+first | planning tokens "
+        "| occurrences |")
   print("|---|---|---|---|---|---|---|")
   for shape, both, mask_only, tps, first, frac, occ in rows:
     print(f"| {shape} | {both * 1e3:.1f} ms | {mask_only * 1e3:.1f} ms | {tps / 1e6:.1f}M | "

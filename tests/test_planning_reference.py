@@ -46,7 +46,7 @@ _GRAMS = st.lists(st.text(alphabet=_ALPHABET, min_size=1, max_size=4).map(str.st
 
 @given(text=st.text(alphabet=_ALPHABET, max_size=40), grams=_GRAMS)
 def test_reference_equals_naive_transcription(text, grams):
-  # normalize_grams would merge grams differing only in case/apostrophe; both matchers agree either way.
+  # Grams may differ only in case/apostrophe (normalize_grams would merge them): no matter.
   assert reference_occurrences(text, grams) == naive_occurrences(text, grams)
 
 
@@ -72,7 +72,8 @@ def test_semantics_examples():
   assert found("But wait, let\u2019s see") == [("But", "but"), ("But wait", "but wait"),
                                                   ("let\u2019s", "let's")]
   assert found("about butter, rebut") == []                 # letters at either edge
-  assert found("but2 2but _but_ (but)") == [("but", "but"), ("but", "but")]  # digits block; _ does not
+  # Digits block a match, "_" does not.
+  assert found("but2 2but _but_ (but)") == [("but", "but"), ("but", "but")]
   assert found("### step, ## steps, ## Step1 ##step") == [("## step", "## step")]
   assert found("hmm,, uhmm, Hmm,x") == [("hmm,", "hmm,"), ("Hmm,", "hmm,")]
   assert found("What am i missing?? What am I missing?") == [

@@ -93,9 +93,9 @@ def test_load_errors(tmp_path, paper_trie):
   (tmp_path / "wrongfmt.npz").write_bytes(buf.getvalue())
   with pytest.raises(ValueError, match="expected 'hicra-jax.sgtrie'"):
     SGTrie.load(tmp_path / "wrongfmt.npz")
-  arrays = {k: np.asarray(v) for k, v in zip(
-      ("span_tokens", "span_len", "slots", "disp", "entry_sg", "entry_left", "entry_right",
-       "token_len", "token_head", "token_tail", "alnum_bits"), jax.tree_util.tree_leaves(paper_trie))}
+  names = ("span_tokens", "span_len", "slots", "disp", "entry_sg", "entry_left", "entry_right",
+           "token_len", "token_head", "token_tail", "alnum_bits")
+  arrays = {k: np.asarray(v) for k, v in zip(names, jax.tree_util.tree_leaves(paper_trie))}
   arrays["slots"] = arrays["slots"][:-1]
   with pytest.raises(ValueError, match="power-of-two"):
     SGTrie.from_numpy(arrays, paper_trie.meta)

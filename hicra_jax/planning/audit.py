@@ -64,8 +64,9 @@ class AuditReport:
     imperfect = [s for s in self.per_sg if s.recall < 1 or s.precision < 1]
     lines = [f"{self.rows} rows, {self.tokens} tokens, planning tokens: reference "
              f"{self.ref_tokens}, device {self.dev_tokens}; token recall {self.recall:.4%}, "
-             f"precision {self.precision:.4%}; SGs seen {sum(s.ref_tokens > 0 for s in self.per_sg)}"
-             f"/{len(self.per_sg)}, imperfect {len(imperfect)}"]
+             f"precision {self.precision:.4%}; SGs seen "
+             f"{sum(s.ref_tokens > 0 for s in self.per_sg)}/{len(self.per_sg)}, "
+             f"imperfect {len(imperfect)}"]
     for s in sorted(imperfect, key=lambda s: min(s.recall, s.precision))[:10]:
       lines.append(f"  {s.gram!r}: recall {s.recall:.3f} precision {s.precision:.3f} "
                    f"(ref {s.ref_tokens} tok / {s.ref_occurrences} occ, dev {s.dev_tokens} tok / "

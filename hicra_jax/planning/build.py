@@ -16,9 +16,13 @@ is tokenized inside many contexts and the token span covering it is recorded:
   Y = "\\n\\n");
 * joint contexts (X v Y) for a small grid and for tokens that contain all of v.
 
-Left and right variations are then combined (the tokens a left context changes
-are replaced in the right variants and vice versa), so an unusual left context
-next to an unusual right context is covered without tokenizing every pair.
+To keep this cheap (a few seconds per tokenizer), contexts are first tried on
+the variant's first (last) word only; contexts that tokenize that word the same
+way form a class, and the whole variant is then tokenized in one representative
+context per class. Left and right variations are combined (the tokens a left
+context changes are replaced in the right variants and vice versa), so an
+unusual left context next to an unusual right context is covered without
+tokenizing every pair.
 
 Every candidate span is then checked on its own bytes by the reference matcher
 (`reference.py`), for all SGs: an occurrence is an entry of the span when it
@@ -40,10 +44,10 @@ import numpy as np
 
 from hicra_jax.planning.grams import as_gram_tuple, spelling_variants
 from hicra_jax.planning.reference import iter_matches
-from hicra_jax.planning.tokens import (alnum_bitmap, decode_utf8, table_fingerprint, token_bytes_table,
-                                      token_edges)
-from hicra_jax.planning.trie import (HASH_OFFSET, SGTrie, TrieMeta, _fmix32, hash_step, key_hashes,
-                                     slot_index)
+from hicra_jax.planning.tokens import (alnum_bitmap, decode_utf8, table_fingerprint,
+                                      token_bytes_table, token_edges)
+from hicra_jax.planning.trie import (HASH_OFFSET, SGTrie, TrieMeta, fmix32, hash_step,
+                                     key_hashes, slot_index)
 
 _PUNCT = [c for c in string.punctuation]
 _UNICODE_PUNCT = list("\u201c\u201d\u2018\u2019\u00ab\u00bb\u2039\u203a\u201e\u201a\u2014\u2013"
@@ -384,7 +388,7 @@ def perfect_hash(a: np.ndarray, b: np.ndarray, load: float,
     members = np.asarray(buckets[key])
     for attempt in range(1 << 20):
       d = np.uint32(0 if attempt == 0 else rng.integers(1, 1 << 32))
-      pos = (_fmix32(a[members] ^ d) & np.uint32(size - 1)).astype(np.int64)
+      pos = (fmix32(a[members] ^ d) & np.uint32(size - 1)).astype(np.int64)
       if len(set(pos.tolist())) == len(pos) and (slots[pos] < 0).all():
         slots[pos] = members
         disp[key] = d

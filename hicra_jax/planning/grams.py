@@ -57,7 +57,7 @@ def first_alpha_cases(gram: str) -> tuple[int, tuple[str, ...]]:
 
 
 def spelling_variants(gram: str) -> list[str]:
-  """Every literal string that is an occurrence of `gram` (case of the first letter x apostrophes)."""
+  """Every literal spelling of an occurrence of `gram` (first-letter case x apostrophes)."""
   idx, cases = first_alpha_cases(gram)
   out = [""]
   for i, ch in enumerate(gram):

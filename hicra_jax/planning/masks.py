@@ -12,14 +12,21 @@ overlapping and nested occurrences) and add one to their SG's count.
 Positions outside `completion_mask`, and ids outside the vocabulary, break the
 text: no window crosses them and they are never marked (so padding is never
 planning and results do not depend on how a batch is padded or split).
-Work per token: max_len x (4 + K small gathers + one max_len-wide row gather).
+Work per token: 8 gathers for the boundary bytes, then per window length
+(a `lax.scan` over l = 1..max_len) one hash update, 3 + 3K small gathers and one
+max_len-wide row compare.
+
+The entry points are `jax.jit`-compiled with no static arguments: the trie is a
+pytree whose metadata (SG list, max_len, hash seed) is static aux data, so a new
+SG set or tokenizer compiles once, while arrays of the same structure do not
+recompile. Nothing is donated (callers keep using token_ids). Bucket N and T as
+the trainer does to avoid recompiles.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hicra_jax.planning.trie import SGTrie, hash_step, key_hashes, slot_index
 
@@ -202,7 +209,11 @@ def planning_mask(token_ids: jax.Array, trie: SGTrie,
 @jax.jit
 def sg_occurrences(token_ids: jax.Array, trie: SGTrie,
                    completion_mask: jax.Array | None = None) -> jax.Array:
-  """Occurrences of each SG per row: i32[N, S] (S = trie.num_grams); arguments as `planning_mask`."""
+  """Occurrences of each SG per row: i32[N, S] (S = trie.num_grams).
+
+  Arguments as `planning_mask`. An occurrence is counted once per start position;
+  overlapping and nested occurrences of different SGs each count for their SG.
+  """
   return _counts_from(_match_table(token_ids, trie, completion_mask), trie.num_grams)
 
 

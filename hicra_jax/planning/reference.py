@@ -1,12 +1,14 @@
 """The character-level reference matcher: the definition the device masks must reproduce.
 
 Host-side and deliberately simple: every literal spelling of every SG is found
-with `str.find` in the decoded text (see `tokens.decode_utf8`), overlapping occurrences included. A row
-of token ids is split into segments at positions outside the completion mask and
-at ids the vocabulary does not define; each segment is decoded and matched on
-its own (a segment edge is a text start / end). A token is a planning token when
-its character span overlaps an occurrence; counts are occurrences per SG (every
-start position of every SG).
+with `str.find` in the decoded text (see `tokens.decode_utf8`), overlapping
+occurrences included, and the letter/digit boundary conditions are checked on
+the neighbouring characters. A row of token ids is split into segments at
+positions outside the completion mask and at ids the vocabulary does not
+define; each segment is decoded and matched on its own (a segment edge is a
+text start / end). A token is a planning token when its character span
+overlaps an occurrence; counts are occurrences per SG (every start position of
+every SG).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+
 @lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
   """Inverse of GPT-2's bytes_to_unicode: printable stand-in character -> byte."""
@@ -142,7 +143,8 @@ def _decode_slow(data: bytes) -> tuple[str, np.ndarray, np.ndarray]:
     j = i + 1
     if length > 1:
       k = 1
-      while k < length and j < n and (lo if k == 1 else 0x80) <= data[j] <= (hi if k == 1 else 0xBF):
+      while k < length and j < n and ((lo if k == 1 else 0x80) <= data[j]
+                                       <= (hi if k == 1 else 0xBF)):
         j += 1
         k += 1
       ok = k == length

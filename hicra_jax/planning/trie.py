@@ -60,7 +60,8 @@ def hash_step(h, token):
   return (h ^ token) * np.uint32(HASH_PRIME)
 
 
-def _fmix32(x):
+def fmix32(x):
+  """murmur3's 32-bit finalizer (a bijection on uint32; numpy or jax)."""
   x = x ^ (x >> 16)
   x = x * np.uint32(0x85EBCA6B)
   x = x ^ (x >> 13)
@@ -74,14 +75,14 @@ def key_hashes(h, length):
     x = h ^ np.uint32((length * LEN_MIX) & 0xFFFFFFFF)
   else:  # numpy or jax integer array
     x = h ^ (length.astype(np.uint32) * np.uint32(LEN_MIX))
-  a = _fmix32(x)
-  return a, _fmix32(a ^ np.uint32(BUCKET_MIX))
+  a = fmix32(x)
+  return a, fmix32(a ^ np.uint32(BUCKET_MIX))
 
 
 def slot_index(a, b, disp, num_slots: int):
   """Slot of a key: fmix32(a ^ disp[b mod B]) mod M (B, M powers of two)."""
   d = disp[(b & np.uint32(disp.shape[0] - 1)).astype(np.int32)]
-  return (_fmix32(a ^ d) & np.uint32(num_slots - 1)).astype(np.int32)
+  return (fmix32(a ^ d) & np.uint32(num_slots - 1)).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +238,7 @@ class SGTrie:
 
   def check_tokenizer(self, token_bytes: Sequence[bytes | None]) -> None:
     """Raises ValueError unless `token_bytes` is the table the trie was built from."""
-    from hicra_jax.planning.tokens import table_fingerprint  # pylint: disable=import-outside-toplevel
+    from hicra_jax.planning.tokens import table_fingerprint  # pylint: disable=g-import-not-at-top
     fp = table_fingerprint(token_bytes)
     if self.meta.fingerprint and fp != self.meta.fingerprint:
       raise ValueError(f"tokenizer mismatch: the trie was built for {self.meta.tokenizer!r} "
