@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from hicra_jax.planning import gram_key, load_strategic_grams, normalize_grams, spelling_variants
 
-SHARED_LISTING = "../shared/data/strategic_grams/paper_listing1.json"
+SHARED_LISTING = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                              "strategic_grams", "paper_listing1.json")
 
 
 def test_paper_preset_is_listing1_stripped():
