@@ -19,10 +19,12 @@ import json
 import os
 import time
 
+import jax
+
 from hicra_jax.data import encode_prompts, stop_tokens
 from hicra_jax.models import load_pretrained, load_tokenizer
 from hicra_jax.models.assets import smollm2_gguf_path
-from hicra_jax.sampling.greedy import greedy_generate
+from hicra_jax.sampling import SamplingParams, generate
 
 
 def _read(path: str, n: int) -> list[dict]:
@@ -52,8 +54,8 @@ def main() -> None:
   out = []
   for i in range(0, len(rows), args.batch):
     t0 = time.time()
-    comps = greedy_generate(model, prompts[i:i + args.batch], max_new_tokens=args.max_new_tokens,
-                            stop_ids=stops)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, greedy=True, stop_ids=stops)
+    comps = generate(model, prompts[i:i + args.batch], params, jax.random.key(0)).token_lists()
     for (source, row), c in zip(rows[i:i + args.batch], comps):
       ids = [t for t in c if t not in stops]
       out.append({"id": row["id"], "source": source, "completion_ids": ids,
