@@ -11,6 +11,8 @@ lives in `hicra_jax.planning.extract`.
 """
 
 from hicra_jax.planning.audit import AuditReport, SGStats, audit
+from hicra_jax.planning.extract import (Extraction, extract_strategic_grams, load_solutions,
+                                        write_extraction)
 from hicra_jax.planning.grams import (gram_key, load_strategic_grams, normalize_grams,
                                       spelling_variants)
 from hicra_jax.planning.masks import (planning_mask, planning_mask_and_counts, sg_match_table,
@@ -19,7 +21,8 @@ from hicra_jax.planning.reference import ReferenceResult, reference_occurrences,
 from hicra_jax.planning.tokens import decode_utf8, token_bytes_table
 from hicra_jax.planning.trie import SGTrie
 
-__all__ = ["AuditReport", "ReferenceResult", "SGStats", "SGTrie", "audit", "decode_utf8",
+__all__ = ["AuditReport", "Extraction", "ReferenceResult", "SGStats", "SGTrie", "audit",
+           "decode_utf8", "extract_strategic_grams", "load_solutions", "write_extraction",
            "gram_key", "load_strategic_grams", "normalize_grams",
            "planning_mask", "planning_mask_and_counts", "reference_occurrences",
            "reference_planning", "sg_match_table", "sg_occurrences", "spelling_variants",
