@@ -25,6 +25,7 @@ from typing import Any
 from absl import flags
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands import convert
 from hicra_jax.commands import extract_sgs
 from hicra_jax.commands import evaluate
 from hicra_jax.commands import generate
@@ -62,6 +63,7 @@ COMMANDS: dict[str, Command] = {
                            extract_sgs.validate, extract_sgs.run),
     "eval": Command(evaluate.HELP, evaluate.get_config, evaluate.validate, evaluate.run),
     "train": Command(train.HELP, train.get_config, train.validate, train.run),
+    "convert": Command(convert.HELP, convert.get_config, convert.validate, convert.run),
 }
 
 

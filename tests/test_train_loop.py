@@ -154,3 +154,21 @@ def test_invalid_configs_fail_fast_naming_the_field(override, field):
     cli.load_command_config("train", ["hicra-jax train", f"--config.{override}"])
   assert err.value.field == field
   assert repr(field) in str(err.value)
+
+
+def test_convert_exports_the_checkpoint_policy(tmp_path):
+  from hicra_jax.commands.convert import export_checkpoint  # pylint: disable=import-outside-toplevel
+  from hicra_jax.models import load_pretrained  # pylint: disable=import-outside-toplevel
+  trainer, _ = _trainer(tmp_path, num_steps=1, checkpoint__every=1)
+  try:
+    trainer.run()
+    policy = trainer.policy()
+  finally:
+    trainer.close()
+  assert export_checkpoint(str(tmp_path), str(tmp_path / "hf")) == 1
+  loaded, _ = load_pretrained(str(tmp_path / "hf"))
+  tokens = jnp.array([[3, 4, 5, 6, 7]])
+  np.testing.assert_allclose(loaded(tokens), policy(tokens), atol=1e-5)
+  # The exported policy is the trained one, not the initial random model.
+  initial = build_components(tiny_config(tmp_path / "init", num_steps=1)).model
+  assert float(jnp.max(jnp.abs(initial(tokens) - policy(tokens)))) > 1e-4

@@ -84,6 +84,11 @@ class Checkpointer:
     tree = out["state"]
     return tree["train"], jax.random.wrap_key_data(np.asarray(tree["rng"])), dict(out["meta"])
 
+  def restore_meta(self, step: int) -> dict[str, Any]:
+    """The JSON metadata of `step` alone (no template needed)."""
+    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out["meta"])
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 

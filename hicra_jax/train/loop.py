@@ -105,6 +105,18 @@ def safe_rewards(reward_fn: RewardFn, completions, texts, examples, group_size: 
     return np.zeros((n,), np.float32), n
 
 
+def optimizer_config(config) -> OptimizerConfig:
+  """The `OptimizerConfig` of a train config (total steps = num_steps x epochs)."""
+  return OptimizerConfig(
+      lr=float(config.optim.lr), warmup_steps=int(config.optim.warmup_steps),
+      schedule=config.optim.schedule, total_steps=max(
+          int(config.num_steps) * int(config.loss.epochs), 1),
+      final_lr_fraction=float(config.optim.final_lr_fraction),
+      weight_decay=float(config.optim.weight_decay), b1=float(config.optim.b1),
+      b2=float(config.optim.b2), eps=float(config.optim.eps),
+      max_grad_norm=float(config.optim.max_grad_norm))
+
+
 class Trainer:
   """One training run. `run()` trains to config.num_steps; see module docstring."""
 
@@ -114,14 +126,7 @@ class Trainer:
     self.group_size = int(config.rollout.group_size)
     self.prompts_per_step = int(config.rollout.prompts_per_step)
     self.rows = self.group_size * self.prompts_per_step
-    opt_cfg = OptimizerConfig(
-        lr=float(config.optim.lr), warmup_steps=int(config.optim.warmup_steps),
-        schedule=config.optim.schedule, total_steps=max(
-            int(config.num_steps) * int(config.loss.epochs), 1),
-        final_lr_fraction=float(config.optim.final_lr_fraction),
-        weight_decay=float(config.optim.weight_decay), b1=float(config.optim.b1),
-        b2=float(config.optim.b2), eps=float(config.optim.eps),
-        max_grad_norm=float(config.optim.max_grad_norm))
+    opt_cfg = optimizer_config(config)
     self.schedule = learning_rate_schedule(opt_cfg)
     self.optimizer = make_optimizer(opt_cfg)
     self.graphdef, self.state = create_train_state(components.model, self.optimizer)

@@ -1,0 +1,66 @@
+"""`hicra-jax convert`: export a training checkpoint's policy as a Hugging Face directory.
+
+  hicra-jax convert --config.workdir=runs/quickstart --config.output=runs/quickstart/hf_step10
+  hicra-jax convert --config.workdir=runs/quickstart --config.step=5 --config.output=out
+
+Reads the run's config from the checkpoint, rebuilds the model skeleton,
+restores the params and writes safetensors + config.json (transformers loads it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hicra_jax import config as config_lib
+
+HELP = "export a training checkpoint's policy as a Hugging Face directory (safetensors)"
+
+
+def get_config() -> config_lib.ConfigDict:
+  c = config_lib.ConfigDict()
+  c.workdir = ""  # the training run's workdir (holds checkpoints/)
+  c.step = -1  # -1: the latest checkpoint
+  c.output = ""  # the directory to write
+  return c
+
+
+def validate(config: config_lib.ConfigDict) -> None:
+  config_lib.check_path(config, "workdir",
+                        predicate=lambda p: os.path.isdir(os.path.join(p, "checkpoints")),
+                        expected="a training workdir with a checkpoints/ folder")
+  config_lib.check_int(config, "step", minimum=-1)
+  config_lib.check_str(config, "output")
+
+
+def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int:
+  """Writes the policy of checkpoint `step` (None: latest) to `output`; returns the step."""
+  # pylint: disable=import-outside-toplevel
+  from hicra_jax.commands import train as train_cmd
+  from hicra_jax.models import save_pretrained
+  from hicra_jax.train.build import load_model
+  from hicra_jax.train.checkpoint import Checkpointer
+  from hicra_jax.train.loop import optimizer_config
+  from hicra_jax.train.state import create_train_state, make_optimizer
+  from flax import nnx
+  # pylint: enable=import-outside-toplevel
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise config_lib.field_error("workdir", workdir, "a workdir with at least one checkpoint")
+    meta = ckpt.restore_meta(step)
+    config = config_lib.ConfigDict(meta["config"])
+    config_lib.check_fields(config, train_cmd.get_config())
+    model, model_config, _ = load_model(config)
+    graphdef, template = create_train_state(model, make_optimizer(optimizer_config(config)))
+    state, _, _ = ckpt.restore(step, template)
+  finally:
+    ckpt.close()
+  save_pretrained(nnx.merge(graphdef, state.params), model_config, output)
+  return step
+
+
+def run(config: config_lib.ConfigDict) -> None:
+  step = export_checkpoint(config.workdir, config.output,
+                           None if config.step < 0 else int(config.step))
+  print(f"exported step {step} of {config.workdir} to {config.output}")

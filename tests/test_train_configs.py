@@ -1,0 +1,75 @@
+"""Train presets load, take every algorithm through the override, and the quickstart runs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hicra_jax import cli
+from hicra_jax import config as config_lib
+from hicra_jax.commands import train as train_cmd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_PRESETS = ["qwen3_4b_instruct_2507_hicra", "qwen3_4b_base_hicra", "qwen25_7b_base_hicra",
+                 "llama31_8b_instruct_hicra"]
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS + ["gsm8k_smollm2"])
+@pytest.mark.parametrize("algorithm", ["hicra", "grpo", "entropy_reg"])
+def test_presets_load_with_every_algorithm(tmp_path, preset, algorithm):
+  data = tmp_path / "prompts.jsonl"
+  data.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n")
+  model = tmp_path / "model"
+  model.mkdir()
+  (model / "config.json").write_text("{}")
+  path = os.path.join(ROOT, "configs", f"{preset}.py")
+  overrides = [f"--config.algorithm={algorithm}", f"--config.data.path={data}"]
+  if preset != "gsm8k_smollm2":
+    overrides.append(f"--config.model.path={model}")
+  config = cli.load_command_config("train", ["hicra-jax train", f"--config={path}", *overrides])
+  assert config.algorithm == algorithm
+  assert config.planning.grams == "paper" and config.planning.alpha == 0.2
+  assert config.loss.clip_low == 0.2 and config.loss.clip_high == 0.28
+  if preset != "gsm8k_smollm2":
+    assert tuple(config.rollout.max_new_tokens) == (16384, 32768)
+    assert config.rollout.truncation_threshold == 0.2
+    assert config.filter.dynamic == (preset == "llama31_8b_instruct_hicra")
+    # The model path must exist: validation fails fast naming the field.
+    with pytest.raises(config_lib.ConfigError) as err:
+      cli.load_command_config("train", ["hicra-jax train", f"--config={path}",
+                                        f"--config.data.path={data}"])
+    assert err.value.field == "model.path"
+
+
+def test_quickstart_train_config_validates():
+  path = os.path.join(ROOT, "configs", "quickstart_train.py")
+  config = cli.load_command_config("train", ["hicra-jax train", f"--config={path}"])
+  train_cmd.validate(config)
+  assert config.model.path == "smollm2" and config.data.source == "reasoning_gym"
+
+
+@pytest.mark.slow
+def test_quickstart_runs_two_steps_with_the_real_model(tmp_path):
+  workdir = tmp_path / "run"
+  path = os.path.join(ROOT, "configs", "quickstart_train.py")
+  result = subprocess.run(
+      [sys.executable, "-m", "hicra_jax.cli", "train", f"--config={path}",
+       "--config.num_steps=2", f"--config.workdir={workdir}", "--config.checkpoint.every=2",
+       "--config.export_policy=False"],
+      capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  assert "step 2/2" in result.stdout
+  with open(workdir / "metrics.jsonl", encoding="utf-8") as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records] == [1, 2]
+  assert all(0.0 <= r["reward_mean"] <= 1.0 for r in records)
+  assert os.path.isdir(workdir / "checkpoints" / "2")
+  assert glob.glob(str(workdir / "tensorboard" / "events.out.tfevents.*"))
+  with open(workdir / "samples.jsonl", encoding="utf-8") as f:
+    sample = json.loads(f.readline())
+  assert {"prompt", "completion", "reward", "planning_spans"} <= set(sample)
