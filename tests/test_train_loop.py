@@ -144,6 +144,8 @@ def test_dynamic_filtering_refills_the_batch(tmp_path):
     ("loss.micro_batch_size=7", "loss.micro_batch_size"),
     ("reward.name=nope", "reward.name"),
     ("data.source=jsonl", "data.path"),
+    ("data.source=parquet", "data.path"),
+    ("data.source=hf", "data.name"),
     ("rollout.max_new_tokens=(16, 8)", "rollout.max_new_tokens"),
     ("model.path=/does/not/exist", "model.path"),
     ("planning.grams=none", "planning.grams"),

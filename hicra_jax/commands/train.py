@@ -18,7 +18,7 @@ from hicra_jax import config as config_lib
 HELP = "train a policy with HICRA / GRPO / entropy regularization (RL with verifiable rewards)"
 
 ALGORITHMS = ("hicra", "grpo", "entropy_reg")
-DATA_SOURCES = ("synthetic", "jsonl", "reasoning_gym")
+DATA_SOURCES = ("synthetic", "jsonl", "parquet", "hf", "reasoning_gym")
 MODEL_ALIASES = ("smollm2", "random")
 SG_ALIASES = ("paper", "synthetic", "none")
 DTYPES = ("float32", "bfloat16")
@@ -48,9 +48,11 @@ def get_config() -> config_lib.ConfigDict:
       num_kv_heads=1, head_dim=16))
 
   c.data = config_lib.ConfigDict()
-  c.data.source = "synthetic"  # "synthetic" | "jsonl" | "reasoning_gym"
-  c.data.path = ""  # jsonl: file path
-  c.data.question_field = "question"  # jsonl: the problem's field ("problem" for MATH)
+  c.data.source = "synthetic"  # "synthetic" | "jsonl" | "parquet" | "hf" | "reasoning_gym"
+  c.data.path = ""  # jsonl / parquet: file path
+  c.data.name = ""  # hf: "dataset[:config]" (Hugging Face Hub name, or cached offline)
+  c.data.split = "train"  # hf: split
+  c.data.question_field = "question"  # jsonl/parquet/hf: the problem's field ("problem" for MATH)
   c.data.answer_field = "answer"
   c.data.task = ""  # reasoning_gym: dataset name, e.g. "chain_sum"
   c.data.task_kwargs = "{}"  # reasoning_gym: JSON object of generator options
@@ -156,8 +158,12 @@ def validate(config: config_lib.ConfigDict) -> None:
                "num_kv_heads", "head_dim"):
     cl.check_int(config, f"model.random.{name}", minimum=1)
   source = cl.check_choice(config, "data.source", DATA_SOURCES)
-  if source == "jsonl":
-    cl.check_path(config, "data.path", predicate=os.path.isfile, expected="an existing JSONL file")
+  if source in ("jsonl", "parquet"):
+    cl.check_path(config, "data.path", predicate=os.path.isfile,
+                  expected=f"an existing {source} file")
+  if source == "hf":
+    cl.check_str(config, "data.name")
+    cl.check_str(config, "data.split")
   if source == "reasoning_gym":
     cl.check_str(config, "data.task")
   try:

@@ -40,32 +40,17 @@ def load_model(config):
 
 def load_examples(config, tokenizer) -> list[dict[str, Any]]:
   """All examples (eval ones first), each with "id" and "prompt_ids"."""
+  from hicra_jax.data.datasets import attach_prompt_ids, load_rows  # pylint: disable=import-outside-toplevel
   d = config.data
   if d.source == "synthetic":
-    return synthetic.synthetic_examples(d.size + d.eval_size, vocab_size=config.model.random.vocab_size,
+    return synthetic.synthetic_examples(d.size + d.eval_size,
+                                        vocab_size=config.model.random.vocab_size,
                                         prompt_len=d.prompt_len, seed=int(config.seed))
-  if d.source == "jsonl":
-    rows = []
-    with open(d.path, encoding="utf-8") as f:
-      for line_no, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        row = json.loads(line)
-        if d.question_field not in row or d.answer_field not in row:
-          raise ValueError(f"{d.path}:{line_no}: expected fields {d.question_field!r} and "
-                           f"{d.answer_field!r}, got {sorted(row)}")
-        rows.append({"question": row[d.question_field], "answer": row[d.answer_field]})
-  else:
-    import reasoning_gym  # pylint: disable=import-outside-toplevel
-    dataset = reasoning_gym.create_dataset(d.task, size=d.size + d.eval_size, seed=int(config.seed),
-                                           **json.loads(d.task_kwargs))
-    rows = [dict(entry) for entry in dataset]
-  from hicra_jax.data.prompts import encode_prompts  # pylint: disable=import-outside-toplevel
-  prompt_ids = encode_prompts(tokenizer, [r["question"] for r in rows], template=d.template)
-  for i, (row, ids) in enumerate(zip(rows, prompt_ids)):
-    row["id"] = i
-    row["prompt_ids"] = ids
-  return rows
+  rows = load_rows(d.source, path=d.path, name=d.name, split=d.split, task=d.task,
+                   size=d.size + d.eval_size, seed=int(config.seed),
+                   task_kwargs=json.loads(d.task_kwargs), question_field=d.question_field,
+                   answer_field=d.answer_field)
+  return attach_prompt_ids(rows, tokenizer, template=d.template)
 
 
 def text_reward_fn(name: str, timeout_s: float):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hicra_jax.data.datasets import ExampleStream
 from hicra_jax.sampling import FINISH_LENGTH, SamplingParams, generate
 from hicra_jax.sampling.sampler import bucket_length
 from hicra_jax.train import step as step_lib
@@ -40,27 +41,6 @@ Planner = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 class NonFiniteError(RuntimeError):
   """Too many consecutive non-finite updates; the run saved a checkpoint and stopped."""
-
-
-class ExampleStream:
-  """Seeded, shuffled, repeating stream of examples with a checkpointable state (grain)."""
-
-  def __init__(self, examples: Sequence[Mapping[str, Any]], seed: int):
-    import grain  # pylint: disable=import-outside-toplevel
-    if not examples:
-      raise ValueError("the training data is empty; expected at least one example")
-    self._examples = list(examples)
-    dataset = grain.MapDataset.source(list(range(len(self._examples))))
-    self._iter = iter(dataset.seed(seed).shuffle().repeat().to_iter_dataset())
-
-  def take(self, k: int) -> list[Mapping[str, Any]]:
-    return [self._examples[int(next(self._iter))] for _ in range(k)]
-
-  def get_state(self) -> dict[str, Any]:
-    return dict(self._iter.get_state())
-
-  def set_state(self, state: Mapping[str, Any]) -> None:
-    self._iter.set_state(dict(state))
 
 
 @dataclasses.dataclass

@@ -1,0 +1,109 @@
+"""Training datasets: JSONL, parquet, HF `datasets` and reasoning-gym rows; a grain example stream.
+
+  rows = load_rows("jsonl", path="train.jsonl", question_field="problem")
+  rows = attach_prompt_ids(rows, tokenizer)            # + "id", "prompt_ids"
+  stream = ExampleStream(rows, seed=0)                 # seeded shuffle, repeats, per-process shard
+  batch = stream.take(8); state = stream.get_state()   # state: JSON, part of a checkpoint
+
+Every row is a dict with "question" and "answer" (the reward registry's
+example format; reasoning-gym rows keep "metadata" for their verifiers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+SOURCES = ("jsonl", "parquet", "hf", "reasoning_gym")
+
+
+def _mapped(rows, question_field: str, answer_field: str, origin: str) -> list[dict[str, Any]]:
+  out = []
+  for i, row in enumerate(rows):
+    if question_field not in row or answer_field not in row:
+      raise ValueError(f"{origin}: row {i} lacks the fields {question_field!r} and "
+                       f"{answer_field!r} (data.question_field / data.answer_field); it has "
+                       f"{sorted(row)}")
+    item = {"question": row[question_field], "answer": row[answer_field]}
+    if "metadata" in row:
+      item["metadata"] = row["metadata"]
+    out.append(item)
+  return out
+
+
+def load_rows(source: str, *, path: str = "", name: str = "", split: str = "train",
+              task: str = "", size: int = 0, seed: int = 0,
+              task_kwargs: Mapping[str, Any] | None = None, question_field: str = "question",
+              answer_field: str = "answer") -> list[dict[str, Any]]:
+  """Rows {"question", "answer"[, "metadata"]} of a dataset.
+
+  Args:
+    source: "jsonl" (path), "parquet" (path), "hf" (name "dataset[:config]",
+      split; needs the `datasets` package and, unless cached, the Hub) or
+      "reasoning_gym" (task, size, seed, task_kwargs).
+  """
+  if source == "jsonl":
+    rows = []
+    with open(path, encoding="utf-8") as f:
+      for line_no, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            rows.append(json.loads(line))
+          except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: not a JSON object ({e})") from e
+    return _mapped(rows, question_field, answer_field, path)
+  if source == "parquet":
+    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    return _mapped(pq.read_table(path).to_pylist(), question_field, answer_field, path)
+  if source == "hf":
+    import datasets  # pylint: disable=import-outside-toplevel
+    dataset, _, config = name.partition(":")
+    ds = datasets.load_dataset(dataset, config or None, split=split)
+    return _mapped(ds, question_field, answer_field, f"{name}[{split}]")
+  if source == "reasoning_gym":
+    import reasoning_gym  # pylint: disable=import-outside-toplevel
+    entries = reasoning_gym.create_dataset(task, size=size, seed=seed, **dict(task_kwargs or {}))
+    return [{"question": e["question"], "answer": e["answer"], "metadata": e["metadata"]}
+            for e in entries]
+  raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
+
+
+def attach_prompt_ids(rows: Sequence[dict[str, Any]], tokenizer, *, template: str = "auto",
+                      instruction: str | None = None) -> list[dict[str, Any]]:
+  """Adds "id" (row index) and "prompt_ids" (chat template + answer-format instruction)."""
+  from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts  # pylint: disable=import-outside-toplevel
+  ids = encode_prompts(tokenizer, [r["question"] for r in rows], template=template,
+                       instruction=DEFAULT_INSTRUCTION if instruction is None else instruction)
+  return [{**row, "id": i, "prompt_ids": p} for i, (row, p) in enumerate(zip(rows, ids))]
+
+
+class ExampleStream:
+  """Seeded, shuffled, repeating stream of examples (grain) with a JSON state.
+
+  With several processes each takes its own shard (every process_count-th
+  example starting at process_index) before shuffling.
+  """
+
+  def __init__(self, examples: Sequence[Mapping[str, Any]], seed: int, *,
+               process_index: int | None = None, process_count: int | None = None):
+    import grain  # pylint: disable=import-outside-toplevel
+    if process_index is None or process_count is None:
+      import jax  # pylint: disable=import-outside-toplevel
+      process_index, process_count = jax.process_index(), jax.process_count()
+    self._examples = list(examples)
+    if len(self._examples) < process_count:
+      raise ValueError(f"{len(self._examples)} examples cannot be split over {process_count} "
+                       "processes; expected at least one example per process")
+    dataset = grain.MapDataset.source(list(range(len(self._examples))))
+    dataset = dataset[process_index::process_count]
+    self._iter = iter(dataset.seed(seed).shuffle().repeat().to_iter_dataset())
+
+  def take(self, k: int) -> list[Mapping[str, Any]]:
+    return [self._examples[int(next(self._iter))] for _ in range(k)]
+
+  def get_state(self) -> dict[str, Any]:
+    return dict(self._iter.get_state())
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self._iter.set_state(dict(state))
