@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -c constraints.txt --no-deps $(NO_DEPS_PACKAGES)
 	touch $@
 
-# INTERIM quickstart: greedy generation with the real SmolLM2-135M-Instruct;
-# becomes a small CPU training run (`hicra-jax train`) when the trainer lands.
+# Quickstart: a short CPU HICRA run of the real SmolLM2-135M-Instruct on a
+# reasoning-gym task (configs/quickstart_train.py; writes runs/quickstart/).
+# resume=True: an interrupted run continues; a finished one only re-exports.
 quickstart: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax generate --config configs/quickstart.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax train --config configs/quickstart_train.py --config.resume=True
 
 # The single test command (CI runs it through .ci/run).
 test: setup

@@ -174,3 +174,53 @@ def test_convert_exports_the_checkpoint_policy(tmp_path):
   # The exported policy is the trained one, not the initial random model.
   initial = build_components(tiny_config(tmp_path / "init", num_steps=1)).model
   assert float(jnp.max(jnp.abs(initial(tokens) - policy(tokens)))) > 1e-4
+
+
+def test_kl_to_a_frozen_reference_model(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=2, loss__kl_coef=0.5)
+  ref_before = jax.tree_util.tree_leaves(jax.device_get(trainer.c.ref_params))
+  try:
+    ms = [trainer.train_step() for _ in range(2)]
+  finally:
+    trainer.close()
+  assert trainer.update_cfg.kl_coef == 0.5
+  assert ms[0]["kl_ref"] == pytest.approx(0.0, abs=1e-7)  # the policy starts as the reference
+  assert ms[1]["kl_ref"] > 1e-6
+  for a, b in zip(ref_before, jax.tree_util.tree_leaves(jax.device_get(trainer.c.ref_params))):
+    np.testing.assert_array_equal(a, b)  # the reference stays frozen
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise():
+  import io  # pylint: disable=import-outside-toplevel
+  from hicra_jax.train.metrics import Progress  # pylint: disable=import-outside-toplevel
+
+  class Tty(io.StringIO):
+    def isatty(self):
+      return True
+
+  m = {"reward_mean": 0.5, "time_step_s": 2.0}
+  tty, plain = Tty(), io.StringIO()
+  for stream in (tty, plain):
+    progress = Progress(4, 0, stream)
+    progress.update(2, m)
+    progress.update(4, m)
+  assert tty.getvalue().startswith("\r[##########..........] step 2/4 reward 0.500")
+  assert tty.getvalue().endswith("\n") and "eta" in tty.getvalue()
+  lines = plain.getvalue().splitlines()
+  assert len(lines) == 2 and lines[1].startswith("step 4/4 reward 0.500")
+
+
+def test_a_workdir_with_checkpoints_needs_resume(tmp_path):
+  trainer, config = _trainer(tmp_path, num_steps=1, checkpoint__every=1)
+  try:
+    trainer.run()
+  finally:
+    trainer.close()
+  again = Trainer(config, build_components(config))
+  try:
+    with pytest.raises(FileExistsError, match="resume=True"):
+      again.run()
+    assert again.run(resume=True) == {}  # already at num_steps: nothing to do
+    assert int(again.state.step) == 1
+  finally:
+    again.close()

@@ -260,6 +260,8 @@ def run(config: config_lib.ConfigDict) -> int:
   except NonFiniteError as e:
     print(f"hicra-jax train: {e}", flush=True)
     return 3
+  except FileExistsError as e:
+    raise config_lib.field_error("workdir", config.workdir, f"a fresh workdir ({e})") from e
   finally:
     trainer.close()
   if trainer._stop_signal is not None:  # pylint: disable=protected-access

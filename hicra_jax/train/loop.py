@@ -379,6 +379,11 @@ class Trainer:
       NonFiniteError: after config.guard.max_consecutive_skips non-finite
         updates in a row (a checkpoint is saved first).
     """
+    if not resume and self.checkpointer.latest_step() is not None:
+      raise FileExistsError(
+          f"{self.checkpointer.directory!r} already holds checkpoints (latest: step "
+          f"{self.checkpointer.latest_step()}); pass resume=True (--config.resume=True) to "
+          "continue that run, or choose another workdir")
     if resume and self.checkpointer.latest_step() is not None:
       start = self.restore()
       logger.info("resumed from step %d", start)

@@ -257,6 +257,9 @@ def update(state: TrainState, batch: Batch, *, graphdef, optimizer: optax.Gradie
     em = {"loss": loss, "grad_norm": grad_norm, "update_finite": finite.astype(jnp.float32)}
     for key in ("clip_frac_low", "clip_frac_high", "approx_kl", "ratio_mean"):
       em[key] = tok_mean(key)
+    if use_kl:  # KL(pi || pi_ref), aggregated like the loss
+      em["kl_ref"] = rl.combine_accumulated(ms["kl"] * ms["loss_denominator"],
+                                            ms["loss_denominator"])
     epoch_metrics.append(em)
 
   metrics = {key: jnp.mean(jnp.stack([em[key] for em in epoch_metrics]))
