@@ -173,7 +173,7 @@ def build_model(config: ModelConfig, params: dict, **options) -> Decoder:
 
 def with_params(state: nnx.State, params: dict) -> nnx.State:
   """`state` with the flat 'a.b' entries of `params` replaced (shapes checked)."""
-  pure = state.to_pure_dict()
+  pure = nnx.to_pure_dict(state)
   for name, value in params.items():
     node = pure
     *parents, leaf = name.split(".")
@@ -182,7 +182,7 @@ def with_params(state: nnx.State, params: dict) -> nnx.State:
     if tuple(node[leaf].shape) != tuple(value.shape):
       raise WeightError(f"parameter {name!r} has shape {value.shape}, expected {node[leaf].shape}")
     node[leaf] = value
-  state.replace_by_pure_dict(pure)
+  nnx.replace_by_pure_dict(state, pure)
   return state
 
 
@@ -196,7 +196,7 @@ def flat_params(model: Decoder) -> dict[str, jax.Array]:
         walk(name + ".", v)
       else:
         out[name] = v
-  walk("", nnx.state(model, nnx.Param).to_pure_dict())
+  walk("", nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   return out
 
 
