@@ -224,3 +224,11 @@ def test_a_workdir_with_checkpoints_needs_resume(tmp_path):
     assert int(again.state.step) == 1
   finally:
     again.close()
+
+
+def test_timing_out_grading_gives_zero_reward_and_is_counted():
+  reward = text_reward_fn("math_verify", timeout_s=0.001)  # symbolic checks cannot finish
+  rewards, failures = reward(None, ["\\boxed{\\sin(x)^2+\\cos(x)^2}", "\\boxed{x^2 + 2x + 1}"],
+                             [{"answer": "1"}, {"answer": "(x+1)^2"}], 1)
+  np.testing.assert_array_equal(rewards, [0.0, 0.0])
+  assert failures == 2
