@@ -42,6 +42,8 @@ def get_config() -> config_lib.ConfigDict:
   c.model.dtype = "float32"  # params (master weights)
   c.model.compute_dtype = ""  # "": same as dtype
   c.model.remat = "none"
+  # Device mesh (hicra_jax.sharding): all 1 = one device, no mesh; -1 = the rest.
+  c.model.mesh = config_lib.ConfigDict(dict(data=1, fsdp=1, tensor=1))
   # Shape of the "random" model (tests, smoke runs).
   c.model.random = config_lib.ConfigDict(dict(
       vocab_size=16, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
@@ -152,6 +154,10 @@ def validate(config: config_lib.ConfigDict) -> None:
       smollm2_gguf_path()
     except FileNotFoundError as e:
       raise cl.field_error("model.path", model, f"a resolvable SmolLM2 GGUF ({e})") from e
+  for axis in ("data", "fsdp", "tensor"):
+    value = cl.get_field(config, f"model.mesh.{axis}")
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+      raise cl.field_error(f"model.mesh.{axis}", value, "an int >= 1, or -1 (the rest)")
   cl.check_choice(config, "model.dtype", DTYPES)
   cl.check_choice(config, "model.compute_dtype", ("",) + DTYPES)
   for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",

@@ -83,8 +83,21 @@ def build_planner(config, tokenizer):
   return (lambda tokens, mask: planning_mask_and_counts(tokens, trie, mask)), save_bytes(trie)
 
 
+def make_mesh(config):
+  """The run's device mesh, or None for a single-device run (all mesh sizes 1)."""
+  sizes = {k: int(v) for k, v in config.model.mesh.items()}
+  if all(v == 1 for v in sizes.values()):
+    return None
+  from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
+  return sharding.make_mesh(**sizes)
+
+
 def build_components(config) -> Components:
   model, model_config, tokenizer = load_model(config)
+  mesh = make_mesh(config)
+  if mesh is not None:
+    from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
+    sharding.shard_model(model, mesh)
   examples = load_examples(config, tokenizer)
   eval_size = int(config.data.eval_size)
   if config.reward.name == "synthetic_target":

@@ -278,6 +278,11 @@ class Trainer:
     batch = step_lib.Batch(tokens=seq, attention=att, completion_mask=cmask, advantages=adv,
                            sampler_logprobs=jnp.asarray(d["logprobs"]), planning_mask=plan,
                            ref_logprobs=ref)
+    mesh = getattr(self.c.model, "mesh", None)
+    if mesh is not None:  # rows split over the mesh's data x fsdp axes
+      from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
+      batch = jax.tree_util.tree_map(
+          lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim)), batch)
     lr = float(self.schedule(optimizer_count(self.state)))
     self.state, m = step_lib.update(self.state, batch, graphdef=self.graphdef,
                                     optimizer=self.optimizer, cfg=self.update_cfg)
