@@ -18,18 +18,23 @@ HELP = "export a training checkpoint's policy as a Hugging Face directory (safet
 
 def get_config() -> config_lib.ConfigDict:
   c = config_lib.ConfigDict()
-  c.workdir = ""  # the training run's workdir (holds checkpoints/)
+  c.workdir = "runs/quickstart"  # the training run's workdir (holds checkpoints/)
   c.step = -1  # -1: the latest checkpoint
-  c.output = ""  # the directory to write
+  c.output = "runs/quickstart/hf"  # the directory to write
   return c
 
 
 def validate(config: config_lib.ConfigDict) -> None:
+  """Field types only: the embedded default must validate before any run exists."""
+  config_lib.check_str(config, "workdir")
+  config_lib.check_int(config, "step", minimum=-1)
+  config_lib.check_str(config, "output")
+
+
+def _check_workdir(config: config_lib.ConfigDict) -> None:
   config_lib.check_path(config, "workdir",
                         predicate=lambda p: os.path.isdir(os.path.join(p, "checkpoints")),
                         expected="a training workdir with a checkpoints/ folder")
-  config_lib.check_int(config, "step", minimum=-1)
-  config_lib.check_str(config, "output")
 
 
 def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int:
@@ -61,6 +66,7 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int
 
 
 def run(config: config_lib.ConfigDict) -> None:
+  _check_workdir(config)
   step = export_checkpoint(config.workdir, config.output,
                            None if config.step < 0 else int(config.step))
   print(f"exported step {step} of {config.workdir} to {config.output}")
