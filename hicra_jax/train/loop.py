@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -395,7 +396,9 @@ class Trainer:
     start = int(self.state.step)
     total = int(self.config.num_steps)
     progress = Progress(total, start, progress_stream) if self.is_main else None
-    previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM,)}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals: main thread only
+      previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM,)}
     last: dict[str, Any] = {}
     try:
       while int(self.state.step) < total:
