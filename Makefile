@@ -26,10 +26,10 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	touch $@
 
 # Quickstart: a short CPU HICRA run of the real SmolLM2-135M-Instruct on a
-# reasoning-gym task (configs/quickstart_train.py; writes runs/quickstart/).
+# reasoning-gym task (configs/quickstart.py; writes runs/quickstart/).
 # resume=True: an interrupted run continues; a finished one only re-exports.
 quickstart: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax train --config configs/quickstart_train.py --config.resume=True
+	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax train --config configs/quickstart.py --config.resume=True
 
 # The single test command (CI runs it through .ci/run).
 test: setup

@@ -107,7 +107,7 @@ def load_command_config(
   Args:
     name: a registered command.
     argv: the command's arguments, argv[0] being the program name, e.g.
-      `["hicra-jax", "--config", "configs/quickstart.py"]`.
+      `["hicra-jax", "--config", "configs/generate_smollm2.py"]`.
     flag_values: where to define the config flag (a fresh FlagValues when
       None); other absl flags given on the command line must be defined in it.
 

@@ -10,7 +10,7 @@ Loading is cheap (no jax, no models); validation raises `ConfigError` naming
 the field, the bad value and what was expected, before anything expensive.
 
 Example:
-  config = load_config("configs/quickstart.py", ["max_new_tokens=7"])
+  config = load_config("configs/generate_smollm2.py", ["max_new_tokens=7"])
 """
 
 from __future__ import annotations

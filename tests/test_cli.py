@@ -17,7 +17,7 @@ from hicra_jax import config as config_lib
 from hicra_jax.commands import generate
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = str(ROOT / "configs" / "quickstart.py")
+QUICKSTART = str(ROOT / "configs" / "generate_smollm2.py")
 
 
 def _console_script() -> str:
@@ -209,7 +209,7 @@ def test_console_script_help():
 
 @pytest.mark.slow
 def test_generate_end_to_end():
-  """The interim quickstart with the real SmolLM2 GGUF, 8 new tokens."""
+  """Greedy generation with the real SmolLM2 GGUF, 8 new tokens."""
   proc = _run(["generate", "--config", QUICKSTART, "--config.max_new_tokens=8"], timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   n = len(generate.get_config().prompts)

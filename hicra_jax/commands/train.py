@@ -1,6 +1,6 @@
 """`hicra-jax train`: RL of a reasoning policy with HICRA, GRPO or entropy regularization.
 
-  hicra-jax train --config configs/quickstart_train.py
+  hicra-jax train --config configs/quickstart.py
   hicra-jax train --config configs/qwen3_4b_instruct_2507_hicra.py --config.algorithm=grpo
   hicra-jax train --config ... --config.resume=True      # continue the run in workdir
 
