@@ -82,7 +82,8 @@ def validate(config: config_lib.ConfigDict) -> None:
       and not _is_model_path(os.path.expanduser(model))):
     raise config_lib.field_error(
         "model", model, "a .gguf file or a Hugging Face model directory (with config.json); "
-        "Orbax checkpoints of the trainer are not readable yet")
+        "for a training run, export its checkpoint first: hicra-jax convert "
+        "--config.workdir=<run> --config.output=<dir>")
   config_lib.check_path(
       config, "model", aliases=MODEL_ALIASES, predicate=_is_model_path,
       expected="the path of a .gguf file or of a Hugging Face model directory (with config.json)")
