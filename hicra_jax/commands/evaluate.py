@@ -10,7 +10,7 @@ AIME24/25, 4 for AMC23, 1 otherwise; 0 = greedy), grades them with strict
   samples.jsonl  one line per sample: problem id, sample index, completion,
                  extracted answer, reward, length, finish reason, ...
 
-  hicra-jax eval --config.data_dir=../shared/data --config.benchmarks="('gsm8k',)" \\
+  hicra-jax eval --config.data_dir=/path/to/data --config.benchmarks="('gsm8k',)" \\
       --config.limit=5 --config.temperature=0 --config.max_new_tokens=256
 """
 
