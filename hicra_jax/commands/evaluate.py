@@ -22,12 +22,11 @@ import time
 from ml_collections import config_dict
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands.generate import (DTYPES, MODEL_ALIASES, TEMPLATES, is_model_path,
+                                         resolve_model)
 
 HELP = "evaluate a policy on math benchmarks (avg@k, pass@k, strict \\boxed{} matching)"
 
-MODEL_ALIASES = ("smollm2",)
-DTYPES = ("float32", "bfloat16")
-TEMPLATES = ("auto", "chat", "plain")
 
 
 def get_config() -> config_lib.ConfigDict:
@@ -65,12 +64,6 @@ def get_config() -> config_lib.ConfigDict:
   return config
 
 
-def _is_model_path(path: str) -> bool:
-  if os.path.isfile(path):
-    return path.endswith(".gguf")
-  return os.path.isfile(os.path.join(path, "config.json"))
-
-
 def validate(config: config_lib.ConfigDict) -> None:
   """Checks every field, including that each benchmark resolves; raises ConfigError."""
   # pylint: disable=g-import-not-at-top
@@ -79,13 +72,13 @@ def validate(config: config_lib.ConfigDict) -> None:
   # pylint: enable=g-import-not-at-top
   model = config_lib.get_field(config, "model")
   if (isinstance(model, str) and os.path.isdir(os.path.expanduser(model))
-      and not _is_model_path(os.path.expanduser(model))):
+      and not is_model_path(os.path.expanduser(model))):
     raise config_lib.field_error(
         "model", model, "a .gguf file or a Hugging Face model directory (with config.json); "
         "for a training run, export its checkpoint first: hicra-jax convert "
         "--config.workdir=<run> --config.output=<dir>")
   config_lib.check_path(
-      config, "model", aliases=MODEL_ALIASES, predicate=_is_model_path,
+      config, "model", aliases=MODEL_ALIASES, predicate=is_model_path,
       expected="the path of a .gguf file or of a Hugging Face model directory (with config.json)")
   tokenizer = config_lib.check_str(config, "tokenizer", empty=True)
   if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
@@ -132,14 +125,6 @@ def validate(config: config_lib.ConfigDict) -> None:
   config_lib.check_int(config, "grading_workers", minimum=0)
   config_lib.check_int(config, "seed", minimum=0)
   config_lib.check_str(config, "output_dir")
-
-
-def resolve_model(model: str) -> str:
-  """Path of the model named by the `model` field."""
-  if model == "smollm2":
-    from hicra_jax.models.assets import smollm2_gguf_path  # pylint: disable=g-import-not-at-top
-    return smollm2_gguf_path()
-  return os.path.expanduser(model)
 
 
 def default_label(path: str) -> str:

@@ -44,7 +44,8 @@ def get_config() -> config_lib.ConfigDict:
   return config
 
 
-def _is_model_path(path: str) -> bool:
+def is_model_path(path: str) -> bool:
+  """A .gguf file or a Hugging Face model directory (with config.json)."""
   if os.path.isfile(path):
     return path.endswith(".gguf")
   return os.path.isfile(os.path.join(path, "config.json"))
@@ -53,7 +54,7 @@ def _is_model_path(path: str) -> bool:
 def validate(config: config_lib.ConfigDict) -> None:
   """Checks every field; raises ConfigError. Cheap: touches no model."""
   config_lib.check_path(
-      config, "model", aliases=MODEL_ALIASES, predicate=_is_model_path,
+      config, "model", aliases=MODEL_ALIASES, predicate=is_model_path,
       expected="the path of a .gguf file or of a Hugging Face model "
       "directory (with config.json)")
   config_lib.check_choice(config, "dtype", DTYPES)

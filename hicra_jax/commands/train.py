@@ -14,6 +14,7 @@ import json
 import os
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands.generate import is_model_path
 
 HELP = "train a policy with HICRA / GRPO / entropy regularization (RL with verifiable rewards)"
 
@@ -132,12 +133,6 @@ def get_config() -> config_lib.ConfigDict:
   return c
 
 
-def _is_model_path(path: str) -> bool:
-  if os.path.isfile(path):
-    return path.endswith(".gguf")
-  return os.path.isfile(os.path.join(path, "config.json"))
-
-
 def validate(config: config_lib.ConfigDict) -> None:
   """Checks every field before anything expensive; raises ConfigError naming it."""
   cl = config_lib
@@ -146,7 +141,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "num_steps", minimum=1)
   cl.check_str(config, "workdir")
   cl.check_float(config, "debug_sleep_in_step_s", minimum=0.0)
-  model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=_is_model_path,
+  model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=is_model_path,
                         expected="a .gguf file or a Hugging Face model directory")
   if model == "smollm2":
     from hicra_jax.models.assets import smollm2_gguf_path  # pylint: disable=import-outside-toplevel
