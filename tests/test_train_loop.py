@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import glob
+import importlib.machinery
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,7 @@ from flax import nnx
 
 from hicra_jax import config as config_lib
 from hicra_jax import cli
+from hicra_jax.commands import train as train_cmd
 from hicra_jax.train import synthetic
 from hicra_jax.train.build import build_components, text_reward_fn
 from hicra_jax.train.loop import NonFiniteError, Trainer
@@ -150,6 +153,7 @@ def test_dynamic_filtering_refills_the_batch(tmp_path):
     ("model.path=/does/not/exist", "model.path"),
     ("planning.grams=none", "planning.grams"),
     ("rollout.group_size=1", "rollout.group_size"),
+    ("log.wandb.mode=cloud", "log.wandb.mode"),
 ])
 def test_invalid_configs_fail_fast_naming_the_field(override, field):
   with pytest.raises(config_lib.ConfigError) as err:
@@ -216,6 +220,12 @@ def test_a_workdir_with_checkpoints_needs_resume(tmp_path):
     trainer.run()
   finally:
     trainer.close()
+  # The CLI refuses before building anything; the Trainer refuses too.
+  with pytest.raises(config_lib.ConfigError, match="resume=True") as err:
+    train_cmd.validate(config)
+  assert err.value.field == "workdir"
+  config.resume = True
+  train_cmd.validate(config)
   again = Trainer(config, build_components(config))
   try:
     with pytest.raises(FileExistsError, match="resume=True"):
@@ -232,3 +242,60 @@ def test_timing_out_grading_gives_zero_reward_and_is_counted():
                              [{"answer": "1"}, {"answer": "(x+1)^2"}], 1)
   np.testing.assert_array_equal(rewards, [0.0, 0.0])
   assert failures == 2
+
+
+class _FakeWandb:
+  """Records the calls the writer makes (the real library is tested offline below)."""
+
+  __spec__ = importlib.machinery.ModuleSpec("wandb", None)  # found by the config check
+
+  def __init__(self):
+    self.inits, self.logs, self.finished = [], [], 0
+
+  def init(self, **kwargs):
+    self.inits.append(kwargs)
+    return self
+
+  def log(self, data, step):
+    self.logs.append((step, data))
+
+  def finish(self):
+    self.finished += 1
+
+
+def test_wandb_mirrors_scalars_and_a_resumed_run_keeps_its_run_id(tmp_path, monkeypatch):
+  fake = _FakeWandb()
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  trainer, config = _trainer(tmp_path, num_steps=1, checkpoint__every=1,
+                             log__wandb__project="hicra-tests", log__wandb__mode="offline")
+  try:
+    trainer.run()
+  finally:
+    trainer.close()
+  config.num_steps = 2
+  config.resume = True
+  again = Trainer(config, build_components(config))
+  try:
+    again.run(resume=True)
+  finally:
+    again.close()
+  first, second = fake.inits
+  assert first["project"] == "hicra-tests" and first["mode"] == "offline"
+  assert first["id"] == second["id"] and second["resume"] == "allow"
+  assert first["config"]["algorithm"] == "hicra" and first["dir"] == str(tmp_path)
+  assert [step for step, _ in fake.logs] == [1, 2] and fake.finished == 2
+  records = _jsonl(tmp_path / "metrics.jsonl")
+  for (step, logged), record in zip(fake.logs, records):
+    assert logged["reward_mean"] == record["reward_mean"] and step == record["step"]
+    assert "example_ids" not in logged  # scalars only
+
+
+def test_wandb_offline_with_the_real_library(tmp_path):
+  from hicra_jax.train.metrics import WandbOptions, WandbWriter  # pylint: disable=import-outside-toplevel
+  writer = WandbWriter(str(tmp_path), WandbOptions(project="hicra-tests", mode="offline"),
+                       {"algorithm": "hicra"})
+  writer.write(1, {"reward_mean": 0.25, "example_ids": [1, 2]})
+  writer.close()
+  run_id = (tmp_path / "wandb_run_id").read_text().strip()
+  runs = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+  assert runs, sorted(glob.glob(str(tmp_path / "wandb" / "*")))

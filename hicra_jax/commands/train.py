@@ -10,6 +10,7 @@ tensorboard/ event files and, at the end, policy/ (a Hugging Face directory).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -23,6 +24,7 @@ DATA_SOURCES = ("synthetic", "jsonl", "parquet", "hf", "reasoning_gym")
 MODEL_ALIASES = ("smollm2", "random")
 SG_ALIASES = ("paper", "synthetic", "none")
 DTYPES = ("float32", "bfloat16")
+WANDB_MODES = ("online", "offline", "disabled")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
@@ -130,6 +132,8 @@ def get_config() -> config_lib.ConfigDict:
   c.log = config_lib.ConfigDict()
   c.log.tensorboard = True
   c.log.samples_per_step = 2
+  # Weights & Biases (optional, `pip install 'hicra-jax[wandb]'`): project "" = off.
+  c.log.wandb = config_lib.ConfigDict(dict(project="", entity="", name="", mode="online"))
   return c
 
 
@@ -139,7 +143,12 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_choice(config, "algorithm", ALGORITHMS)
   cl.check_int(config, "seed", minimum=0)
   cl.check_int(config, "num_steps", minimum=1)
-  cl.check_str(config, "workdir")
+  workdir = cl.check_str(config, "workdir")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  if (not config.resume and os.path.isdir(checkpoints)
+      and any(name.isdigit() for name in os.listdir(checkpoints))):
+    raise cl.field_error("workdir", workdir, "a fresh workdir: this one already holds "
+                         "checkpoints; pass --config.resume=True to continue that run")
   cl.check_float(config, "debug_sleep_in_step_s", minimum=0.0)
   model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=is_model_path,
                         expected="a .gguf file or a Hugging Face model directory")
@@ -240,6 +249,13 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "checkpoint.keep", minimum=1)
   cl.check_int(config, "checkpoint.keep_best", minimum=0)
   cl.check_int(config, "log.samples_per_step", minimum=0)
+  cl.check_choice(config, "log.wandb.mode", WANDB_MODES)
+  for name in ("project", "entity", "name"):
+    cl.check_str(config, f"log.wandb.{name}", empty=True)
+  project = config.log.wandb.project
+  if project and importlib.util.find_spec("wandb") is None:
+    raise cl.field_error("log.wandb.project", project,
+                         "the wandb package (pip install 'hicra-jax[wandb]'), or '' for off")
 
 
 def run(config: config_lib.ConfigDict) -> int:

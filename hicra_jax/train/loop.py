@@ -27,7 +27,7 @@ from hicra_jax.sampling import FINISH_LENGTH, SamplingParams, generate
 from hicra_jax.sampling.sampler import bucket_length
 from hicra_jax.train import step as step_lib
 from hicra_jax.train.checkpoint import Checkpointer
-from hicra_jax.train.metrics import MetricWriter, Progress
+from hicra_jax.train.metrics import MetricWriter, Progress, WandbOptions
 from hicra_jax.train.state import (OptimizerConfig, TrainState, create_train_state,
                                    learning_rate_schedule, make_optimizer, optimizer_count)
 
@@ -129,8 +129,13 @@ class Trainer:
         f"{self.workdir}/checkpoints", keep=int(config.checkpoint.keep),
         keep_best=int(config.checkpoint.keep_best),
         async_save=bool(config.checkpoint.async_save))
-    self.writer = MetricWriter(self.workdir, tensorboard=bool(config.log.tensorboard)) \
-        if self.is_main else None
+    self.writer = None
+    if self.is_main:
+      wandb = config.log.get("wandb")
+      self.writer = MetricWriter(
+          self.workdir, tensorboard=bool(config.log.tensorboard),
+          wandb=WandbOptions(**wandb.to_dict()) if wandb is not None else None,
+          run_config=config.to_dict())
     self._stop_signal = None
     self.last_eval_accuracy = None
 

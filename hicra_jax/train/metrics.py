@@ -1,13 +1,16 @@
-"""Metric writers: JSONL + TensorBoard scalars, a sample log, a progress line.
+"""Metric writers: JSONL + TensorBoard (+ optional Weights & Biases) scalars, a
+sample log, a progress line.
 
 Only process 0 writes (`jax.process_index() == 0` is checked by the caller).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import secrets
 import sys
 import time
 from typing import Any, Mapping
@@ -31,10 +34,56 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-class MetricWriter:
-  """Appends one JSON object per step to `metrics.jsonl` (and TensorBoard scalars)."""
+def _numeric(scalars: Mapping[str, Any]) -> dict[str, float]:
+  return {k: v for k, v in scalars.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+
+@dataclasses.dataclass(frozen=True)
+class WandbOptions:
+  """Weights & Biases run options (config `log.wandb`); project "" = off."""
+
+  project: str = ""
+  entity: str = ""
+  name: str = ""
+  mode: str = "online"  # "online" | "offline" (sync later with `wandb sync`) | "disabled"
+
+
+class WandbWriter:
+  """Mirrors step scalars to a Weights & Biases run (`pip install 'hicra-jax[wandb]'`).
+
+  The run id is kept in `workdir/wandb_run_id`, so a resumed training run
+  continues the same W&B run instead of starting a new one.
+  """
+
+  def __init__(self, workdir: str, options: WandbOptions, config: Mapping[str, Any] | None = None):
+    import wandb  # pylint: disable=import-outside-toplevel
+    id_path = os.path.join(workdir, "wandb_run_id")
+    if os.path.exists(id_path):
+      with open(id_path, encoding="utf-8") as f:
+        run_id = f.read().strip()
+    else:
+      run_id = secrets.token_hex(8)
+      with open(id_path, "w", encoding="utf-8") as f:
+        f.write(run_id + "\n")
+    self.run = wandb.init(
+        project=options.project, entity=options.entity or None, name=options.name or None,
+        mode=options.mode, dir=workdir, id=run_id, resume="allow",
+        config=dict(config) if config is not None else None)
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self.run.log(_numeric(scalars), step=int(step))
+
+  def close(self) -> None:
+    self.run.finish()
+
+
+class MetricWriter:
+  """Appends one JSON object per step to `metrics.jsonl`; mirrors scalars to
+  TensorBoard and, when `wandb.project` is set, to Weights & Biases."""
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True,
+               wandb: WandbOptions | None = None, run_config: Mapping[str, Any] | None = None):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.sample_path = os.path.join(workdir, "samples.jsonl")
@@ -44,6 +93,7 @@ class MetricWriter:
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._wandb = WandbWriter(workdir, wandb, run_config) if wandb and wandb.project else None
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     record = {k: _jsonable(v) for k, v in scalars.items()}
@@ -51,10 +101,11 @@ class MetricWriter:
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     if self._tb is not None:
-      for key, value in scalars.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-          self._tb.add_scalar(key, value, step)
+      for key, value in _numeric(scalars).items():
+        self._tb.add_scalar(key, value, step)
       self._tb.flush()
+    if self._wandb is not None:
+      self._wandb.write(step, scalars)
 
   def write_samples(self, step: int, samples: list[Mapping[str, Any]]) -> None:
     for sample in samples:
@@ -66,6 +117,8 @@ class MetricWriter:
     self._samples.close()
     if self._tb is not None:
       self._tb.close()
+    if self._wandb is not None:
+      self._wandb.close()
 
 
 class Progress:
