@@ -247,41 +247,30 @@ def check_fields(config: ConfigDict, reference: ConfigDict,
                       f"{reference[missing[0]]!r})", field=name)
 
 
+def _check_number(config: ConfigDict, field: str, types: tuple[type, ...], kind: str,
+                  minimum: float | None, maximum: float | None) -> Any:
+  """A value of `types` (never bool) in [minimum, maximum]; `kind` names it."""
+  value = get_field(config, field)
+  bounds = [f"{op} {b}" for op, b in ((">=", minimum), ("<=", maximum)) if b is not None]
+  expected = kind + (" " + " and ".join(bounds) if bounds else "")
+  if (isinstance(value, bool) or not isinstance(value, types)
+      or (minimum is not None and value < minimum)
+      or (maximum is not None and value > maximum)):
+    raise field_error(field, value, expected)
+  return value
+
+
 def check_int(config: ConfigDict, field: str, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
   """An int (not bool) in [minimum, maximum]."""
-  value = get_field(config, field)
-  bounds = []
-  if minimum is not None:
-    bounds.append(f">= {minimum}")
-  if maximum is not None:
-    bounds.append(f"<= {maximum}")
-  expected = "an integer" + (" " + " and ".join(bounds) if bounds else "")
-  if isinstance(value, bool) or not isinstance(value, int):
-    raise field_error(field, value, expected)
-  if (minimum is not None and value < minimum) or (
-      maximum is not None and value > maximum):
-    raise field_error(field, value, expected)
-  return value
+  return _check_number(config, field, (int,), "an integer", minimum, maximum)
 
 
 def check_float(config: ConfigDict, field: str, *,
                 minimum: float | None = None,
                 maximum: float | None = None) -> float:
   """A real number (int accepted) in [minimum, maximum]."""
-  value = get_field(config, field)
-  bounds = []
-  if minimum is not None:
-    bounds.append(f">= {minimum}")
-  if maximum is not None:
-    bounds.append(f"<= {maximum}")
-  expected = "a number" + (" " + " and ".join(bounds) if bounds else "")
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise field_error(field, value, expected)
-  if (minimum is not None and value < minimum) or (
-      maximum is not None and value > maximum):
-    raise field_error(field, value, expected)
-  return float(value)
+  return float(_check_number(config, field, (int, float), "a number", minimum, maximum))
 
 
 def check_choice(config: ConfigDict, field: str,

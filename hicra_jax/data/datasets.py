@@ -11,9 +11,10 @@ example format; reasoning-gym rows keep "metadata" for their verifiers).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping, Sequence
+
+from hicra_jax.data.jsonl import read_jsonl
 
 SOURCES = ("jsonl", "parquet", "hf", "reasoning_gym")
 
@@ -44,14 +45,7 @@ def load_rows(source: str, *, path: str = "", name: str = "", split: str = "trai
       "reasoning_gym" (task, size, seed, task_kwargs).
   """
   if source == "jsonl":
-    rows = []
-    with open(path, encoding="utf-8") as f:
-      for line_no, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            rows.append(json.loads(line))
-          except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line_no}: not a JSON object ({e})") from e
+    rows = read_jsonl(path)
     return _mapped(rows, question_field, answer_field, path)
   if source == "parquet":
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel

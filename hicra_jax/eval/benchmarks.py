@@ -22,11 +22,12 @@ folder at run time; the test fixtures live in the project's shared data folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from hicra_jax.data.jsonl import read_jsonl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,27 +150,6 @@ def resolve_source(spec: str, data_dir: str | None = None) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ loading
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """The JSON objects of a JSONL file (blank lines skipped).
-
-  Raises:
-    ValueError: a line that is not a JSON object (the message names the line).
-  """
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except ValueError as e:
-        raise ValueError(f"{path}:{number}: not valid JSON: {e}") from e
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-      rows.append(row)
-  return rows
 
 
 _PROBLEM_FIELDS = ("problem", "question", "Problem", "Question", "prompt")

@@ -13,15 +13,12 @@ from hicra_jax.planning.tokens import token_bytes_table
 from hicra_jax.planning.trie import SGTrie
 
 
-@dataclasses.dataclass
-class SGStats:
-  """Token-level agreement for one SG (tokens overlapping its occurrences)."""
-  gram: str
-  ref_tokens: int = 0
-  dev_tokens: int = 0
-  both_tokens: int = 0
-  ref_occurrences: int = 0
-  dev_occurrences: int = 0
+class _Agreement:
+  """Recall / precision of the device matcher's tokens against the reference's."""
+
+  ref_tokens: int
+  dev_tokens: int
+  both_tokens: int
 
   @property
   def recall(self) -> float:
@@ -33,7 +30,18 @@ class SGStats:
 
 
 @dataclasses.dataclass
-class AuditReport:
+class SGStats(_Agreement):
+  """Token-level agreement for one SG (tokens overlapping its occurrences)."""
+  gram: str
+  ref_tokens: int = 0
+  dev_tokens: int = 0
+  both_tokens: int = 0
+  ref_occurrences: int = 0
+  dev_occurrences: int = 0
+
+
+@dataclasses.dataclass
+class AuditReport(_Agreement):
   """Result of `audit`.
 
   Attributes:
@@ -51,14 +59,6 @@ class AuditReport:
   both_tokens: int
   per_sg: list[SGStats]
   mismatches: list[dict]
-
-  @property
-  def recall(self) -> float:
-    return self.both_tokens / self.ref_tokens if self.ref_tokens else 1.0
-
-  @property
-  def precision(self) -> float:
-    return self.both_tokens / self.dev_tokens if self.dev_tokens else 1.0
 
   def summary(self) -> str:
     imperfect = [s for s in self.per_sg if s.recall < 1 or s.precision < 1]

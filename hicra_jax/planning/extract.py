@@ -63,6 +63,8 @@ from typing import Any
 
 import numpy as np
 
+from hicra_jax.data.jsonl import read_jsonl
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 ALGORITHMS = ("agglomerative", "kmeans")
 LINKAGES = ("average", "complete", "single")
@@ -565,20 +567,13 @@ def _is_success(value: Any, threshold: float) -> bool:
 
 def read_records(path: str) -> list[dict[str, Any]]:
   """Records of a JSONL file (one object a line) or a JSON list of objects."""
-  with open(path, encoding="utf-8") as f:
-    if path.endswith(".json"):
-      data = json.load(f)
-      if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of objects")
-      records = data
-    else:
-      records = []
-      for lineno, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            records.append(json.loads(line))
-          except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not JSON: {e}") from e
+  if path.endswith(".json"):
+    with open(path, encoding="utf-8") as f:
+      records = json.load(f)
+    if not isinstance(records, list):
+      raise ValueError(f"{path}: expected a JSON list of objects")
+  else:
+    records = read_jsonl(path)
   for i, r in enumerate(records):
     if not isinstance(r, dict):
       raise ValueError(f"{path}: record {i} is a {type(r).__name__}, "
