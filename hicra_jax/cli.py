@@ -18,6 +18,7 @@ field, the value and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -135,6 +136,17 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
+def _log_to_stderr() -> None:
+  """Shows the package's INFO messages (model loaded, resumed from step n) on stderr."""
+  logger = logging.getLogger("hicra_jax")
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # absl's root handler would print it a second time
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   """Entry point of the `hicra-jax` console script."""
   argv = list(sys.argv if argv is None else argv)
@@ -162,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _fail(f"{PROG} {name}: config error: {e}")
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+  _log_to_stderr()
   try:
     status = COMMANDS[name].run(config)
   except config_lib.ConfigError as e:

@@ -149,21 +149,23 @@ def test_dynamic_filtering_refills_the_batch(tmp_path):
     ("data.source=jsonl", "data.path"),
     ("data.source=parquet", "data.path"),
     ("data.source=hf", "data.name"),
-    ("rollout.max_new_tokens=(16, 8)", "rollout.max_new_tokens"),
+    ("rollout.max_new_tokens=(16,8)", "rollout.max_new_tokens"),
     ("model.path=/does/not/exist", "model.path"),
     ("planning.grams=none", "planning.grams"),
     ("rollout.group_size=1", "rollout.group_size"),
     ("log.wandb.mode=cloud", "log.wandb.mode"),
+    ("data.source=reasoning_gym --config.data.task=chain_summ --config.model.path=smollm2 "
+     "--config.reward.name=gsm8k --config.planning.grams=paper", "data.task"),
 ])
 def test_invalid_configs_fail_fast_naming_the_field(override, field):
   with pytest.raises(config_lib.ConfigError) as err:
-    cli.load_command_config("train", ["hicra-jax train", f"--config.{override}"])
+    cli.load_command_config("train", ["hicra-jax train", *f"--config.{override}".split()])
   assert err.value.field == field
   assert repr(field) in str(err.value)
 
 
 def test_convert_exports_the_checkpoint_policy(tmp_path):
-  from hicra_jax.commands.convert import export_checkpoint  # pylint: disable=import-outside-toplevel
+  from hicra_jax.commands.convert import export_checkpoint, restore_policy  # pylint: disable=import-outside-toplevel
   from hicra_jax.models import load_pretrained  # pylint: disable=import-outside-toplevel
   trainer, _ = _trainer(tmp_path, num_steps=1, checkpoint__every=1)
   try:
@@ -178,6 +180,15 @@ def test_convert_exports_the_checkpoint_policy(tmp_path):
   # The exported policy is the trained one, not the initial random model.
   initial = build_components(tiny_config(tmp_path / "init", num_steps=1)).model
   assert float(jnp.max(jnp.abs(initial(tokens) - policy(tokens)))) > 1e-4
+  # Eval's path: the checkpoint restored in place, optionally cast.
+  restored, _, tokenizer, step = restore_policy(str(tmp_path), dtype="bfloat16")
+  assert step == 1 and tokenizer is None  # the random model has no tokenizer
+  assert restored.embed[...].dtype == jnp.bfloat16
+  np.testing.assert_allclose(restored(tokens), policy(tokens), atol=0.05 * float(
+      jnp.max(jnp.abs(policy(tokens)))))
+  with pytest.raises(config_lib.ConfigError, match="checkpoint steps \\[1\\]") as err:
+    restore_policy(str(tmp_path), step=7)
+  assert err.value.field == "step"
 
 
 def test_kl_to_a_frozen_reference_model(tmp_path):

@@ -175,7 +175,11 @@ def validate(config: config_lib.ConfigDict) -> None:
     cl.check_str(config, "data.name")
     cl.check_str(config, "data.split")
   if source == "reasoning_gym":
-    cl.check_str(config, "data.task")
+    task = cl.check_str(config, "data.task")
+    from reasoning_gym.factory import DATASETS  # pylint: disable=import-outside-toplevel
+    if task not in DATASETS:
+      raise cl.field_error("data.task", task, f"a reasoning-gym dataset, e.g. one of "
+                           f"{sorted(DATASETS)[:8]} ... ({len(DATASETS)} in all)")
   try:
     kwargs = json.loads(config.data.task_kwargs)
     if not isinstance(kwargs, dict):

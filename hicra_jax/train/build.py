@@ -111,6 +111,10 @@ def build_components(config) -> Components:
   ref_params = None
   if float(config.loss.kl_coef) > 0:
     ref_params = jax.tree_util.tree_map(lambda x: x.copy(), nnx.state(model))
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+  logger.info("model %s: %.1fM params (%s); %d training + %d eval examples; algorithm %s",
+              config.model.path, num_params / 1e6, config.model.dtype,
+              len(examples) - eval_size, eval_size, config.algorithm)
   return Components(model=model, examples=examples[eval_size:], eval_examples=examples[:eval_size],
                     reward_fn=reward_fn, planner=planner, tokenizer=tokenizer, stop_ids=stop_ids,
                     trie_bytes=trie_bytes, ref_params=ref_params, model_config=model_config)
