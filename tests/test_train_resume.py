@@ -62,7 +62,7 @@ def _wait_for_step(proc, workdir, step, timeout=240):
 
 
 def _params(workdir, step):
-  config = tiny_config(workdir, num_steps=NUM_STEPS, checkpoint__every=EVERY)
+  config = tiny_config(workdir, num_steps=NUM_STEPS, checkpoint__every=EVERY, resume=True)
   trainer = Trainer(config, build_components(config))
   try:
     state, key, meta = trainer.checkpointer.restore(step, trainer.state)

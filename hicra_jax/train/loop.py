@@ -408,11 +408,11 @@ class Trainer:
     try:
       while int(self.state.step) < total:
         m = self.train_step()
-        if self._stop_signal is not None:
+        if not m:  # a signal arrived during the rollout: the step was abandoned
           break
         step = int(self.state.step)
         every = int(self.config.eval.every)
-        if every and (step % every == 0 or step == total):
+        if every and (step % every == 0 or step == total) and self._stop_signal is None:
           ev = self.evaluate()
           m.update(ev)
           self.last_eval_accuracy = ev.get("eval_accuracy")
@@ -431,6 +431,8 @@ class Trainer:
               "optim.lr, check the reward and data, or raise guard.max_consecutive_skips.")
         if step % int(self.config.checkpoint.every) == 0 or step == total:
           self.save()
+        if self._stop_signal is not None:  # the update finished: it is logged and saved
+          break
       if self._stop_signal is not None:
         logger.warning("signal %s: saving step %d and stopping", self._stop_signal,
                        int(self.state.step))
