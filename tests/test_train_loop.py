@@ -6,6 +6,7 @@ import glob
 import importlib.machinery
 import json
 import os
+import signal
 import sys
 
 import jax
@@ -310,3 +311,33 @@ def test_wandb_offline_with_the_real_library(tmp_path):
   run_id = (tmp_path / "wandb_run_id").read_text().strip()
   runs = glob.glob(str(tmp_path / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
   assert runs, sorted(glob.glob(str(tmp_path / "wandb" / "*")))
+
+
+def test_a_signal_mid_rollout_interrupts_it_and_saves_the_last_state(tmp_path, monkeypatch):
+  from hicra_jax.train import loop  # pylint: disable=import-outside-toplevel
+  trainer, _ = _trainer(tmp_path, num_steps=3, rollout__signal_check_tokens=2,
+                        rollout__max_new_tokens=(8,), checkpoint__every=1)
+  real_generate = loop.generate
+  raised = []
+
+  def generate_then_sigterm(*args, interrupt, **kwargs):
+    def sigterm_at_step_2():  # SIGTERM arrives while step 2's rollout decodes
+      if int(trainer.state.step) == 1:
+        trainer._on_signal(signal.SIGTERM, None)  # pylint: disable=protected-access
+      return interrupt()
+    try:
+      return real_generate(*args, interrupt=sigterm_at_step_2, **kwargs)
+    except loop.GenerationInterrupted as e:
+      raised.append(str(e))
+      raise
+
+  monkeypatch.setattr(loop, "generate", generate_then_sigterm)
+  try:
+    trainer.run()
+    # The abandoned step's prompts come again: the stream is back where step 1 left it.
+    assert trainer.data.get_state() == trainer.checkpointer.restore_meta(1)["data_state"]
+  finally:
+    trainer.close()
+  assert raised == ["generation interrupted after 3 of 8 tokens"]
+  assert int(trainer.state.step) == 1 and trainer.checkpointer.all_steps() == [1]
+  assert [r["step"] for r in _jsonl(tmp_path / "metrics.jsonl")] == [1]

@@ -69,7 +69,10 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
       raise config_lib.field_error("step", step, f"one of the checkpoint steps "
                                    f"{ckpt.all_steps()} in {workdir!r} (or -1: the latest)")
     meta = ckpt.restore_meta(step)
-    config = config_lib.ConfigDict(meta["config"])
+    # The run's config over today's defaults: fields added since the run was
+    # saved take their defaults; fields this version no longer knows fail.
+    config = train_cmd.get_config()
+    config.update(meta["config"])
     config_lib.check_fields(config, train_cmd.get_config())
     model, model_config, tokenizer = load_model(config)
     graphdef, template = create_train_state(model, make_optimizer(optimizer_config(config)))

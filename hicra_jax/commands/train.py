@@ -88,6 +88,9 @@ def get_config() -> config_lib.ConfigDict:
   c.rollout.truncation_threshold = 0.2
   c.rollout.prompt_buckets = (4, 32, 64, 128, 256, 512, 1024, 2048, 4096)
   c.rollout.old_logprobs = "policy"  # "policy" (recomputed) | "sampler"
+  # Decode in segments of this many tokens and check for SIGTERM between them,
+  # so a preemption does not wait for a whole long rollout (results unchanged).
+  c.rollout.signal_check_tokens = 256
 
   c.filter = config_lib.ConfigDict()
   c.filter.dynamic = False  # DAPO dynamic filtering with refill
@@ -226,6 +229,7 @@ def validate(config: config_lib.ConfigDict) -> None:
       isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in buckets):
     raise cl.field_error("rollout.prompt_buckets", buckets, "a tuple of positive ints")
   cl.check_choice(config, "rollout.old_logprobs", ("policy", "sampler"))
+  cl.check_int(config, "rollout.signal_check_tokens", minimum=1)
   cl.check_int(config, "filter.max_rounds", minimum=1)
   cl.check_float(config, "optim.lr", minimum=1e-12)
   cl.check_int(config, "optim.warmup_steps", minimum=0)

@@ -1,8 +1,8 @@
 """Sampling: jitted prefill + decode with groups, log-probs and stop handling."""
 
 from hicra_jax.sampling.params import FINISH_LENGTH, FINISH_STOP, Rollout, SamplingParams
-from hicra_jax.sampling.sampler import (DEFAULT_PROMPT_BUCKETS, generate, num_compilations,
-                                        sample_token)
+from hicra_jax.sampling.sampler import (DEFAULT_PROMPT_BUCKETS, GenerationInterrupted, generate,
+                                        num_compilations, sample_token)
 
-__all__ = ["DEFAULT_PROMPT_BUCKETS", "FINISH_LENGTH", "FINISH_STOP", "Rollout", "SamplingParams",
-           "generate", "num_compilations", "sample_token"]
+__all__ = ["DEFAULT_PROMPT_BUCKETS", "FINISH_LENGTH", "FINISH_STOP", "GenerationInterrupted",
+           "Rollout", "SamplingParams", "generate", "num_compilations", "sample_token"]

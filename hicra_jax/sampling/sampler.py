@@ -6,13 +6,15 @@ One call of `generate`:
   2. repeats each prompt's KV cache n times (the n samples of a prompt are
      contiguous rows) instead of prefilling n times;
   3. decodes in a `lax.while_loop` with per-row done flags that ends as soon as
-     every row has stopped or max_new_tokens is reached.
+     every row has stopped or max_new_tokens is reached (optionally in
+     segments, with a host-side interrupt check between them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,19 +78,43 @@ def sample_token(logits_NxV, key, temperature, top_p, min_p, *, top_k: int, gree
   return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "graphdef", "n", "max_new_tokens", "top_k", "greedy", "use_top_p", "use_min_p"))
-def _generate(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature, top_p, min_p, *,
-              n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
-              use_min_p: bool):
-  _TRACES["generate"] += 1  # runs once per trace, i.e. per compiled program
+_STATIC = ("graphdef", "n", "max_new_tokens", "top_k", "greedy", "use_top_p", "use_min_p")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class _DecodeState:
+  """The decode loop's carry (device arrays): what a segment hands to the next.
+
+  step: i32[] next output position; last: i32[N] last tokens; tokens,
+  logprobs, mask: [N, max_new_tokens] outputs so far; stopped: bool[N].
+  """
+
+  step: jax.Array
+  last: jax.Array
+  tokens: jax.Array
+  logprobs: jax.Array
+  mask: jax.Array
+  stopped: jax.Array
+  cache: KVCache
+
+
+def _sampler(temperature, top_p, min_p, *, top_k, greedy, use_top_p, use_min_p):
+  return functools.partial(sample_token, temperature=temperature, top_p=top_p, min_p=min_p,
+                           top_k=top_k, greedy=greedy, use_top_p=use_top_p, use_min_p=use_min_p)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _prefill(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature, top_p, min_p, *,
+             n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
+             use_min_p: bool) -> _DecodeState:
+  """Prefills each prompt once, repeats its cache to n rows, samples the first token."""
+  _TRACES["generate"] += 1  # runs once per trace, i.e. per compiled prefill + decode pair
   model = nnx.merge(graphdef, state)
   mesh = model.mesh
   p, length = tokens_PxL.shape
-  sample = functools.partial(sample_token, temperature=temperature, top_p=top_p, min_p=min_p,
-                             top_k=top_k, greedy=greedy, use_top_p=use_top_p,
-                             use_min_p=use_min_p)
-
+  sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
+                    use_min_p=use_min_p)
   cache = KVCache.init(model.config, p, length + max_new_tokens, model.compute_dtype)
   hidden, cache = model.hidden_states(tokens_PxL, mask_PxL, cache)
   last_logits = model.logits(hidden[:, -1:])[:, 0]  # prompts are left-padded
@@ -99,34 +125,47 @@ def _generate(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature,
   if mesh is not None:
     from hicra_jax import sharding
     cache = jax.lax.with_sharding_constraint(cache, sharding.kv_cache_sharding(model.config, mesh))
-  last_logits = jnp.repeat(last_logits, n, axis=0)
   rows = p * n
+  first, first_lp = sample(jnp.repeat(last_logits, n, axis=0), jax.random.fold_in(rng, 0))
+  return _DecodeState(
+      step=jnp.int32(1), last=first,
+      tokens=jnp.zeros((rows, max_new_tokens), jnp.int32).at[:, 0].set(first),
+      logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_lp),
+      mask=jnp.zeros((rows, max_new_tokens), bool).at[:, 0].set(True),
+      stopped=jnp.isin(first, stop_ids), cache=cache)
 
-  first, first_lp = sample(last_logits, jax.random.fold_in(rng, 0))
-  out_tokens = jnp.zeros((rows, max_new_tokens), jnp.int32).at[:, 0].set(first)
-  out_logprobs = jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_lp)
-  out_mask = jnp.zeros((rows, max_new_tokens), bool).at[:, 0].set(True)
-  stopped = jnp.isin(first, stop_ids)
 
-  def cond(carry):
-    step, _, _, _, _, stopped, _ = carry
-    return (step < max_new_tokens) & ~jnp.all(stopped)
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("carry",))
+def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, top_p, min_p,
+            until, *, n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
+            use_min_p: bool) -> _DecodeState:
+  """Decodes until position `until` (traced: any segment length, one program) or every
+  row has stopped. Token t's key is fold_in(rng, t), so segments change nothing."""
+  del n  # static only to key the program like _prefill
+  model = nnx.merge(graphdef, state)
+  sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
+                    use_min_p=use_min_p)
+  end = jnp.minimum(until, max_new_tokens)
 
-  def body(carry):
-    step, last, out_tokens, out_logprobs, out_mask, stopped, cache = carry
-    logits, cache = model.decode(last[:, None], cache)
-    token, logprob = sample(logits[:, 0], jax.random.fold_in(rng, step))
-    alive = ~stopped
+  def cond(c: _DecodeState):
+    return (c.step < end) & ~jnp.all(c.stopped)
+
+  def body(c: _DecodeState) -> _DecodeState:
+    logits, cache = model.decode(c.last[:, None], c.cache)
+    token, logprob = sample(logits[:, 0], jax.random.fold_in(rng, c.step))
+    alive = ~c.stopped
     token = jnp.where(alive, token, 0)
-    out_tokens = out_tokens.at[:, step].set(token)
-    out_logprobs = out_logprobs.at[:, step].set(jnp.where(alive, logprob, 0.0))
-    out_mask = out_mask.at[:, step].set(alive)
-    stopped = stopped | (alive & jnp.isin(token, stop_ids))
-    return step + 1, token, out_tokens, out_logprobs, out_mask, stopped, cache
+    return _DecodeState(
+        step=c.step + 1, last=token, tokens=c.tokens.at[:, c.step].set(token),
+        logprobs=c.logprobs.at[:, c.step].set(jnp.where(alive, logprob, 0.0)),
+        mask=c.mask.at[:, c.step].set(alive),
+        stopped=c.stopped | (alive & jnp.isin(token, stop_ids)), cache=cache)
 
-  carry = (jnp.int32(1), first, out_tokens, out_logprobs, out_mask, stopped, cache)
-  _, _, out_tokens, out_logprobs, out_mask, stopped, _ = jax.lax.while_loop(cond, body, carry)
-  return out_tokens, out_logprobs, out_mask, stopped
+  return jax.lax.while_loop(cond, body, carry)
+
+
+class GenerationInterrupted(Exception):
+  """`generate`'s `interrupt` callback returned True between two decode segments."""
 
 
 def kv_cache_bytes(model: Decoder, rows: int, slots: int) -> int:
@@ -167,7 +206,8 @@ def check_kv_memory(model: Decoder, rows: int, slots: int, *, shards: int = 1,
 
 def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingParams,
              rng: jax.Array, *, mesh=None, prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
-             memory_limit_bytes: int | None = None) -> Rollout:
+             memory_limit_bytes: int | None = None, interrupt: Callable[[], bool] | None = None,
+             segment_tokens: int = 256) -> Rollout:
   """Sample `params.n` completions for each prompt.
 
   Args:
@@ -178,9 +218,16 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
     rng: a jax PRNG key; the same key, prompts and params give the same rollout.
     prompt_buckets: prompt lengths are left-padded up to the next bucket.
     memory_limit_bytes: override the free-memory estimate used by the KV check.
+    interrupt: called on the host every `segment_tokens` decoded tokens (the
+      decode loop then runs in segments of that length; same results); when it
+      returns True, `GenerationInterrupted` is raised. The trainer uses it so
+      that SIGTERM does not wait for a long rollout. None: one decode call.
 
   Returns:
     Rollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
+
+  Raises:
+    GenerationInterrupted: `interrupt` returned True.
   """
   prompts = prompts_as_lists(prompts)
   if mesh is not None and model.mesh is not mesh:
@@ -209,12 +256,24 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
     mask = jax.device_put(mask, sharding.batch_sharding(mesh))
   stop_ids = params.resolved_stop_ids(model.config.eos_token_id)
   graphdef, state = nnx.split(model)
-  out = _generate(graphdef, state, tokens, mask, jnp.asarray(stop_ids or (-1,), jnp.int32), rng,
-                  jnp.float32(params.temperature), jnp.float32(params.top_p),
-                  jnp.float32(params.min_p), n=params.n, max_new_tokens=params.max_new_tokens,
-                  top_k=params.top_k, greedy=params.greedy, use_top_p=params.top_p < 1.0,
-                  use_min_p=params.min_p > 0.0)
-  out_tokens, out_logprobs, out_mask, stopped = jax.device_get(out)
+  stop_ids = jnp.asarray(stop_ids or (-1,), jnp.int32)
+  dynamic = (stop_ids, rng, jnp.float32(params.temperature), jnp.float32(params.top_p),
+             jnp.float32(params.min_p))
+  static = dict(n=params.n, max_new_tokens=params.max_new_tokens, top_k=params.top_k,
+                greedy=params.greedy, use_top_p=params.top_p < 1.0, use_min_p=params.min_p > 0.0)
+  carry = _prefill(graphdef, state, tokens, mask, *dynamic, **static)
+  segment = params.max_new_tokens if interrupt is None else max(int(segment_tokens), 1)
+  until = 1
+  while True:
+    until = min(until + segment, params.max_new_tokens)
+    carry = _decode(graphdef, state, carry, *dynamic, jnp.int32(until), **static)
+    if until >= params.max_new_tokens or bool(jnp.all(carry.stopped)):
+      break
+    if interrupt():  # the host waits for each segment, so this runs every `segment` tokens
+      raise GenerationInterrupted(f"generation interrupted after {until} of "
+                                  f"{params.max_new_tokens} tokens")
+  out_tokens, out_logprobs, out_mask, stopped = jax.device_get(
+      (carry.tokens, carry.logprobs, carry.mask, carry.stopped))
   return Rollout(tokens=out_tokens, logprobs=out_logprobs, completion_mask=out_mask,
                  lengths=out_mask.sum(axis=1).astype(np.int32),
                  finish_reason=np.where(stopped, FINISH_STOP, FINISH_LENGTH),

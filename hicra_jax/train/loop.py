@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from hicra_jax.data.datasets import ExampleStream
-from hicra_jax.sampling import FINISH_LENGTH, SamplingParams, generate
+from hicra_jax.sampling import FINISH_LENGTH, GenerationInterrupted, SamplingParams, generate
 from hicra_jax.sampling.sampler import bucket_length
 from hicra_jax.train import step as step_lib
 from hicra_jax.train.checkpoint import Checkpointer
@@ -176,7 +176,9 @@ class Trainer:
                             top_p=float(self.config.rollout.top_p),
                             top_k=int(self.config.rollout.top_k), stop_ids=self.c.stop_ids)
     rollout = generate(self.policy(), prompts, params, key,
-                       prompt_buckets=tuple(self.config.rollout.prompt_buckets))
+                       prompt_buckets=tuple(self.config.rollout.prompt_buckets),
+                       interrupt=lambda: self._stop_signal is not None,
+                       segment_tokens=int(self.config.rollout.signal_check_tokens))
     completions = rollout.token_lists(include_stop=False)
     texts = None
     if self.c.tokenizer is not None:
@@ -252,9 +254,12 @@ class Trainer:
     step = int(self.state.step)
     key = jax.random.fold_in(self.base_key, step)
     data_state = self.data.get_state()
-    d = self.collect(key)
-    if float(self.config.debug_sleep_in_step_s):
-      time.sleep(float(self.config.debug_sleep_in_step_s))  # tests: a window to kill a step
+    try:
+      d = self.collect(key)
+      if float(self.config.debug_sleep_in_step_s):
+        time.sleep(float(self.config.debug_sleep_in_step_s))  # tests: a window to kill a step
+    except GenerationInterrupted:
+      pass  # a signal arrived mid-rollout (handled below)
     if self._stop_signal is not None:
       self.data.set_state(data_state)  # the abandoned step's prompts come again
       return {}
@@ -413,9 +418,12 @@ class Trainer:
         step = int(self.state.step)
         every = int(self.config.eval.every)
         if every and (step % every == 0 or step == total) and self._stop_signal is None:
-          ev = self.evaluate()
+          try:
+            ev = self.evaluate()
+          except GenerationInterrupted:
+            ev = {}  # a signal arrived mid-evaluation: save and stop without it
           m.update(ev)
-          self.last_eval_accuracy = ev.get("eval_accuracy")
+          self.last_eval_accuracy = ev.get("eval_accuracy", self.last_eval_accuracy)
         if self.writer is not None:
           self.writer.write(step, m)
           self.writer.write_samples(step, self._samples)
