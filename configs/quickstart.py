@@ -1,6 +1,6 @@
 """Quickstart: a short CPU HICRA run of SmolLM2-135M-Instruct on a reasoning-gym task.
 
-  hicra-jax train --config configs/quickstart.py          # ~2 steps/min on 2 CPU cores
+  hicra-jax train --config configs/quickstart.py          # ~1 step/min on 2 CPU cores
   hicra-jax train --config configs/quickstart.py --config.algorithm=grpo
 
 Task: reasoning-gym `chain_sum` with two one-digit terms ("Calculate 7 + 5."),
