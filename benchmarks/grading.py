@@ -29,14 +29,10 @@ import platform
 import re
 import time
 
+from hicra_jax.data.jsonl import read_jsonl
 from hicra_jax.rewards import Check, GraderPool, grade_batch, plan_math, rewards_array
 
 TARGET_CHARS = 4000  # ~1k tokens of English/math text
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def _gsm8k_answer_forms(answer: str, i: int) -> str:
@@ -47,7 +43,7 @@ def _gsm8k_answer_forms(answer: str, i: int) -> str:
 
 
 def gsm8k_workload(data_dir: str, n: int) -> tuple[list[str], list[dict], list[float]]:
-  rows = [r for r in _read_jsonl(os.path.join(data_dir, "gsm8k", "gsm8k_test.jsonl"))
+  rows = [r for r in read_jsonl(os.path.join(data_dir, "gsm8k", "gsm8k_test.jsonl"))
           if r["answer"].lstrip("-").isdigit()]
   completions, examples, expected = [], [], []
   for i in range(n):
@@ -74,7 +70,7 @@ def _respace(answer: str) -> str:
 
 
 def math_workload(data_dir: str, n: int) -> tuple[list[str], list[dict], list[float]]:
-  rows = _read_jsonl(os.path.join(data_dir, "math500", "math500_test.jsonl"))
+  rows = read_jsonl(os.path.join(data_dir, "math500", "math500_test.jsonl"))
   completions, examples, expected = [], [], []
   for i in range(n):
     j = (i // 2) % len(rows)

@@ -13,7 +13,6 @@ completion mask). Target on one H100: <= 5 ms for 512 x 4096.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -21,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hicra_jax.data.jsonl import read_jsonl
 from hicra_jax.models import assets, load_tokenizer
 from hicra_jax.planning import SGTrie, planning_mask, planning_mask_and_counts
 
@@ -31,8 +31,7 @@ def corpus_ids(tokenizer, data_dir: str) -> np.ndarray:
   for path in ("math500/math500_test.jsonl", "gsm8k/gsm8k_train.jsonl"):
     full = os.path.join(data_dir, path)
     if os.path.isfile(full):
-      with open(full, encoding="utf-8") as f:
-        texts += [json.loads(line)["solution"] for line in f]
+      texts += [row["solution"] for row in read_jsonl(full)]
   if not texts:
     from hicra_jax.planning import load_strategic_grams  # pylint: disable=import-outside-toplevel
     texts = [f"Step {i}: we compute x = {i}. " + g for i, g in enumerate(
@@ -41,17 +40,17 @@ def corpus_ids(tokenizer, data_dir: str) -> np.ndarray:
   return np.concatenate([np.asarray(r, np.int32) for r in ids if r])
 
 
-def time_fn(fn, *args, iters: int) -> tuple[float, float]:
-  """(compile + first call seconds, median seconds per call)."""
+def time_fn(fn, *args, iters: int) -> tuple[float, float, object]:
+  """(compile + first call seconds, median seconds per call, the first call's output)."""
   start = time.perf_counter()
-  jax.block_until_ready(fn(*args))
+  out = jax.block_until_ready(fn(*args))
   first = time.perf_counter() - start
   times = []
   for _ in range(iters):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
-  return first, sorted(times)[len(times) // 2]
+  return first, sorted(times)[len(times) // 2], out
 
 
 def main() -> None:
@@ -80,10 +79,10 @@ def main() -> None:
     tokens = np.tile(ids, reps)[:n * t].reshape(n, t)
     lengths = rng.integers(t // 2, t + 1, size=n)
     mask = np.arange(t)[None, :] < lengths[:, None]
-    tokens_d, mask_d = jax.device_put(jnp.asarray(tokens)), jax.device_put(jnp.asarray(mask))
-    first, both = time_fn(planning_mask_and_counts, tokens_d, trie, mask_d, iters=args.iters)
-    _, mask_only = time_fn(planning_mask, tokens_d, trie, mask_d, iters=args.iters)
-    m, c = planning_mask_and_counts(tokens_d, trie, mask_d)
+    tokens_d, mask_d = jax.device_put(tokens), jax.device_put(mask)
+    first, both, (m, c) = time_fn(planning_mask_and_counts, tokens_d, trie, mask_d,
+                                  iters=args.iters)
+    _, mask_only, _ = time_fn(planning_mask, tokens_d, trie, mask_d, iters=args.iters)
     frac = float(jnp.sum(m)) / float(mask.sum())
     rows.append((f"{n}x{t}", both, mask_only, n * t / both, first, frac, int(jnp.sum(c))))
   print("| batch | mask+counts | mask only | tokens/s | compile+first | planning tokens "

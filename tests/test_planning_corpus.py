@@ -14,12 +14,12 @@ Run with `pytest -m slow tests/test_planning_corpus.py -s` to see the figures.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 
 import pytest
 
+from hicra_jax.data.jsonl import read_jsonl
 from hicra_jax.planning import SGTrie, audit, load_strategic_grams, spelling_variants
 
 pytestmark = pytest.mark.slow
@@ -80,10 +80,8 @@ def test_stress_corpus_per_sg_exact(tokenizer_and_trie):
 def _real_texts(name, tok):
   texts = []
   for path in ("gsm8k/gsm8k_train.jsonl", "math500/math500_test.jsonl"):
-    with open(os.path.join(DATA, path), encoding="utf-8") as f:
-      texts += [json.loads(line)["solution"] for line in f]
-  with open(COMPLETIONS, encoding="utf-8") as f:
-    completions = [json.loads(line) for line in f]
+    texts += [row["solution"] for row in read_jsonl(os.path.join(DATA, path))]
+  completions = read_jsonl(COMPLETIONS)
   assert len(texts) == 7473 + 500 and len(completions) >= 50
   rows = [list(r) for r in tok(texts, add_special_tokens=False)["input_ids"]]
   if name == "smollm2":  # the model's own token ids, as a policy emits them

@@ -137,7 +137,7 @@ def audit(trie: SGTrie, tokenizer, texts: Sequence[str] | Sequence[Sequence[int]
   """
   table = token_bytes_table(tokenizer)
   trie.check_tokenizer(table)
-  if texts and isinstance(texts[0], str):
+  if len(texts) and isinstance(texts[0], str):
     rows = [list(r) for r in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
   else:
     rows = [[int(x) for x in r] for r in texts]

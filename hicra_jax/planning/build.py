@@ -323,19 +323,20 @@ def combine(base: Placed, left: Placed, right: Placed) -> Placed | None:
 
 
 def span_entries(spans: Iterable[tuple[int, ...]], table: Sequence[bytes | None],
-                 grams: Sequence[str]) -> dict[tuple[int, ...], set[tuple[int, bool, bool]]]:
+                 grams: Sequence[str]) -> dict[tuple[int, ...], list[tuple[int, bool, bool]]]:
   """The occurrences each span is the minimal covering of, checked on the span's bytes alone.
 
   Returns:
-    span -> {(sg, needs_left_check, needs_right_check)}; spans without entries dropped.
+    span -> [(sg, needs_left_check, needs_right_check)], one entry per occurrence (an SG
+    can occur twice in one span); spans without entries dropped.
   """
-  spans = [s for s in sorted(spans) if all(table[t] for t in s)]
+  spans = [s for s in sorted(set(spans)) if all(table[t] for t in s)]
   datas = [b"".join(table[t] for t in s) for s in spans]
   # NUL separators: ASCII, so no UTF-8 sequence runs across two spans.
   text, starts, valid = decode_utf8(b"\x00".join(datas))
   byte_base = np.cumsum([0] + [len(d) + 1 for d in datas])[:-1]
   char_base = np.searchsorted(starts, byte_base)  # each span starts a character
-  out: dict[tuple[int, ...], set[tuple[int, bool, bool]]] = collections.defaultdict(set)
+  out: dict[tuple[int, ...], list[tuple[int, bool, bool]]] = collections.defaultdict(list)
   for cs, ce, s in iter_matches(text, tuple(grams)):
     gram = grams[s]
     k = int(np.searchsorted(char_base, cs, side="right")) - 1
@@ -354,7 +355,7 @@ def span_entries(spans: Iterable[tuple[int, ...]], table: Sequence[bytes | None]
         need_right = True
       elif not valid[ce]:
         continue
-    out[span].add((s, need_left, need_right))
+    out[span].append((s, need_left, need_right))
   return dict(out)
 
 

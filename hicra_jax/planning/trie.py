@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hicra_jax.planning.tokens import table_fingerprint
+
 FORMAT = "hicra-jax.sgtrie"
 FORMAT_VERSION = 1
 _ARRAYS = ("span_tokens", "span_len", "slots", "disp", "entry_sg", "entry_left", "entry_right",
@@ -71,10 +73,7 @@ def fmix32(x):
 
 def key_hashes(h, length):
   """(slot hash, bucket hash) of the key (rolling hash h, window length); uint32 arrays."""
-  if isinstance(length, int):
-    x = h ^ np.uint32((length * LEN_MIX) & 0xFFFFFFFF)
-  else:  # numpy or jax integer array
-    x = h ^ (length.astype(np.uint32) * np.uint32(LEN_MIX))
+  x = h ^ (length.astype(np.uint32) * np.uint32(LEN_MIX))  # numpy or jax integer arrays
   a = fmix32(x)
   return a, fmix32(a ^ np.uint32(BUCKET_MIX))
 
@@ -238,7 +237,6 @@ class SGTrie:
 
   def check_tokenizer(self, token_bytes: Sequence[bytes | None]) -> None:
     """Raises ValueError unless `token_bytes` is the table the trie was built from."""
-    from hicra_jax.planning.tokens import table_fingerprint  # pylint: disable=g-import-not-at-top
     fp = table_fingerprint(token_bytes)
     if self.meta.fingerprint and fp != self.meta.fingerprint:
       raise ValueError(f"tokenizer mismatch: the trie was built for {self.meta.tokenizer!r} "

@@ -22,15 +22,14 @@ import time
 import jax
 
 from hicra_jax.data import encode_prompts, stop_tokens
+from hicra_jax.data.jsonl import read_jsonl
 from hicra_jax.models import load_pretrained, load_tokenizer
 from hicra_jax.models.assets import smollm2_gguf_path
 from hicra_jax.sampling import SamplingParams, generate
 
 
 def _read(path: str, n: int) -> list[dict]:
-  with open(path, encoding="utf-8") as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  return rows[:n]
+  return read_jsonl(path)[:n]
 
 
 def main() -> None:
