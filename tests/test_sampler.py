@@ -14,6 +14,7 @@ from hicra_jax.models import (Decoder, ModelConfig, load_pretrained,
                               model_token_logprobs_and_entropy)
 from hicra_jax.sampling import (FINISH_LENGTH, FINISH_STOP, GenerationInterrupted, SamplingParams,
                                 generate, num_compilations)
+from hicra_jax.sampling import sampler as sampler_lib
 from hf_reference import make_hf_model
 
 FAMILIES = ["llama3_rope_gqa2_untied", "qwen2_bias_gqa4_tied", "qwen3_qknorm_gqa7_tied"]
@@ -125,6 +126,7 @@ def test_segmented_decoding_gives_the_same_rollout_and_can_be_interrupted(tiny_m
   params = SamplingParams(n=3, max_new_tokens=21, temperature=0.9, top_p=0.95)
   prompts = [[3, 4, 5], [6], [7, 8, 9, 10, 11]]
   whole = generate(tiny_model, prompts, params, jax.random.key(5))
+  decode_programs = sampler_lib._TRACES["decode"]  # pylint: disable=protected-access
   calls, never = _interrupt_at(None)
   segmented = generate(tiny_model, prompts, params, jax.random.key(5), interrupt=never,
                        segment_tokens=4)
@@ -133,6 +135,8 @@ def test_segmented_decoding_gives_the_same_rollout_and_can_be_interrupted(tiny_m
   assert whole.lengths.max() > 13  # so several segments ran
   # Checked after positions 5, 9, 13, 17 unless every row stopped first.
   assert 1 <= len(calls) <= 4
+  # Segments reuse the whole call's decode program (the end position is traced).
+  assert sampler_lib._TRACES["decode"] == decode_programs  # pylint: disable=protected-access
   _, second = _interrupt_at(2)
   with pytest.raises(GenerationInterrupted, match="after 9 of 21 tokens"):
     generate(tiny_model, prompts, SamplingParams(n=3, max_new_tokens=21, stop_ids=()),

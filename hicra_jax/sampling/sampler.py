@@ -26,7 +26,7 @@ from hicra_jax.sampling.params import (FINISH_LENGTH, FINISH_STOP, Rollout, Samp
                                        prompts_as_lists)
 
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-_TRACES = {"generate": 0}
+_TRACES = {"generate": 0, "decode": 0}
 
 
 def num_compilations() -> int:
@@ -78,7 +78,7 @@ def sample_token(logits_NxV, key, temperature, top_p, min_p, *, top_k: int, gree
   return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
-_STATIC = ("graphdef", "n", "max_new_tokens", "top_k", "greedy", "use_top_p", "use_min_p")
+_DECODE_STATIC = ("graphdef", "max_new_tokens", "top_k", "greedy", "use_top_p", "use_min_p")
 
 
 @jax.tree_util.register_dataclass
@@ -104,7 +104,7 @@ def _sampler(temperature, top_p, min_p, *, top_k, greedy, use_top_p, use_min_p):
                            top_k=top_k, greedy=greedy, use_top_p=use_top_p, use_min_p=use_min_p)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=("n",) + _DECODE_STATIC)
 def _prefill(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature, top_p, min_p, *,
              n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
              use_min_p: bool) -> _DecodeState:
@@ -135,13 +135,13 @@ def _prefill(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature, 
       stopped=jnp.isin(first, stop_ids), cache=cache)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("carry",))
+@functools.partial(jax.jit, static_argnames=_DECODE_STATIC, donate_argnames=("carry",))
 def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, top_p, min_p,
-            until, *, n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
+            until, *, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
             use_min_p: bool) -> _DecodeState:
   """Decodes until position `until` (traced: any segment length, one program) or every
   row has stopped. Token t's key is fold_in(rng, t), so segments change nothing."""
-  del n  # static only to key the program like _prefill
+  _TRACES["decode"] += 1
   model = nnx.merge(graphdef, state)
   sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
                     use_min_p=use_min_p)
@@ -259,19 +259,20 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
   stop_ids = jnp.asarray(stop_ids or (-1,), jnp.int32)
   dynamic = (stop_ids, rng, jnp.float32(params.temperature), jnp.float32(params.top_p),
              jnp.float32(params.min_p))
-  static = dict(n=params.n, max_new_tokens=params.max_new_tokens, top_k=params.top_k,
+  static = dict(max_new_tokens=params.max_new_tokens, top_k=params.top_k,
                 greedy=params.greedy, use_top_p=params.top_p < 1.0, use_min_p=params.min_p > 0.0)
-  carry = _prefill(graphdef, state, tokens, mask, *dynamic, **static)
-  segment = params.max_new_tokens if interrupt is None else max(int(segment_tokens), 1)
-  until = 1
-  while True:
-    until = min(until + segment, params.max_new_tokens)
+  carry = _prefill(graphdef, state, tokens, mask, *dynamic, n=params.n, **static)
+  total = params.max_new_tokens
+  segment = total if interrupt is None else max(int(segment_tokens), 1)
+  until = 1  # the prefill sampled position 0
+  while until < total:
+    until = min(until + segment, total)
     carry = _decode(graphdef, state, carry, *dynamic, jnp.int32(until), **static)
-    if until >= params.max_new_tokens or bool(jnp.all(carry.stopped)):
-      break
-    if interrupt():  # the host waits for each segment, so this runs every `segment` tokens
-      raise GenerationInterrupted(f"generation interrupted after {until} of "
-                                  f"{params.max_new_tokens} tokens")
+    if until < total:  # between segments: the host waits for this one, then checks
+      if np.asarray(carry.stopped).all():
+        break
+      if interrupt():
+        raise GenerationInterrupted(f"generation interrupted after {until} of {total} tokens")
   out_tokens, out_logprobs, out_mask, stopped = jax.device_get(
       (carry.tokens, carry.logprobs, carry.mask, carry.stopped))
   return Rollout(tokens=out_tokens, logprobs=out_logprobs, completion_mask=out_mask,
