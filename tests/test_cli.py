@@ -17,7 +17,7 @@ from hicra_jax import config as config_lib
 from hicra_jax.commands import generate
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART = str(ROOT / "configs" / "generate_smollm2.py")
+GENERATE_CONFIG = str(ROOT / "configs" / "generate_smollm2.py")
 
 
 def _console_script() -> str:
@@ -55,11 +55,11 @@ def test_registry_lists_generate():
 
 
 def test_quickstart_config_with_override():
-  config = config_lib.load_config(QUICKSTART, ["max_new_tokens=7"])
+  config = config_lib.load_config(GENERATE_CONFIG, ["max_new_tokens=7"])
   assert config.max_new_tokens == 7
   assert config.model == "smollm2"
   config = cli.load_command_config(
-      "generate", ["hicra-jax", "--config", QUICKSTART, "--config.max_new_tokens=7"])
+      "generate", ["hicra-jax", "--config", GENERATE_CONFIG, "--config.max_new_tokens=7"])
   assert config.max_new_tokens == 7
 
 
@@ -74,7 +74,7 @@ def test_prompts_override_repeated_flag():
       "generate", ["hicra-jax", "--config.prompts='What is 1+1?'",
                    "--config.prompts='What is 2+2?'"])
   assert list(config.prompts) == ["What is 1+1?", "What is 2+2?"]
-  config = config_lib.load_config(QUICKSTART, ["prompts=('Compute 3*4.',)"])
+  config = config_lib.load_config(GENERATE_CONFIG, ["prompts=('Compute 3*4.',)"])
   assert list(config.prompts) == ["Compute 3*4."]
 
 
@@ -103,14 +103,14 @@ def test_config_file_with_argument(tmp_path):
 ])
 def test_bad_value_raises_config_error_before_loading(override, field, no_run, capsys):
   with pytest.raises(config_lib.ConfigError) as info:
-    cli.load_command_config("generate", ["hicra-jax", "--config", QUICKSTART,
+    cli.load_command_config("generate", ["hicra-jax", "--config", GENERATE_CONFIG,
                                          f"--config.{override}"])
   assert info.value.field == field
   assert repr(info.value.value) in str(info.value)
   assert "expected" in str(info.value)
   # Through main(): exit status 2, the field in the message, run() never reached.
   with pytest.raises(SystemExit) as exit_info:
-    cli.main(["hicra-jax", "generate", "--config", QUICKSTART, f"--config.{override}"])
+    cli.main(["hicra-jax", "generate", "--config", GENERATE_CONFIG, f"--config.{override}"])
   assert exit_info.value.code == 2
   err = capsys.readouterr().err
   assert f"config field {field!r}" in err
@@ -127,16 +127,25 @@ def test_validation_imports_nothing_heavy():
       heavy = sorted(m for m in ("jax", "flax", "transformers", "torch", "numpy")
                      if m in sys.modules)
       assert not heavy, heavy
+      # A paper preset (it imports hicra_jax.train.presets) with a missing model path.
+      try:
+        cli.main(["hicra-jax", "train", "--config", "configs/qwen3_4b_base_hicra.py"])
+      except SystemExit as e:
+        assert e.code == 2, e.code
+      heavy = sorted(m for m in ("jax", "flax", "optax", "transformers", "torch")
+                     if m in sys.modules)
+      assert not heavy, heavy
   """)
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                         text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
   assert "config field 'max_new_tokens' = 0" in proc.stderr
+  assert "config field 'model.path'" in proc.stderr
 
 
 def test_unknown_override_field_is_named():
   with pytest.raises(config_lib.ConfigError, match="'max_tokens'") as info:
-    config_lib.load_config(QUICKSTART, ["max_tokens=3"])
+    config_lib.load_config(GENERATE_CONFIG, ["max_tokens=3"])
   assert "max_new_tokens" in str(info.value)  # lists the known fields
   with pytest.raises(config_lib.ConfigError, match="'max_tokens'"):
     cli.load_command_config("generate", ["hicra-jax", "--config.max_tokens=3"])
@@ -172,7 +181,7 @@ def test_bad_command_lines(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="no_such_config.py"):
     cli.load_command_config("generate", ["hicra-jax", "--config", "no_such_config.py"])
   with pytest.raises(config_lib.ConfigError, match="max_new_tokens"):
-    config_lib.load_config(QUICKSTART, ["max_new_tokens=many"])
+    config_lib.load_config(GENERATE_CONFIG, ["max_new_tokens=many"])
   with pytest.raises(config_lib.ConfigError, match="positional"):
     cli.load_command_config("generate", ["hicra-jax", "stray"])
   not_a_dict = tmp_path / "list.py"
@@ -210,7 +219,7 @@ def test_console_script_help():
 @pytest.mark.slow
 def test_generate_end_to_end():
   """Greedy generation with the real SmolLM2 GGUF, 8 new tokens."""
-  proc = _run(["generate", "--config", QUICKSTART, "--config.max_new_tokens=8"], timeout=900)
+  proc = _run(["generate", "--config", GENERATE_CONFIG, "--config.max_new_tokens=8"], timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   n = len(generate.get_config().prompts)
   assert proc.stdout.count("--- completion (") == n, proc.stdout

@@ -341,3 +341,15 @@ def test_a_signal_mid_rollout_interrupts_it_and_saves_the_last_state(tmp_path, m
   assert raised == ["generation interrupted after 3 of 8 tokens"]
   assert int(trainer.state.step) == 1 and trainer.checkpointer.all_steps() == [1]
   assert [r["step"] for r in _jsonl(tmp_path / "metrics.jsonl")] == [1]
+
+
+def test_a_data_source_without_its_package_fails_in_validation(tmp_path, monkeypatch):
+  data = tmp_path / "d.parquet"
+  data.write_bytes(b"")
+  monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if `hicra-jax[data]` were missing
+  with pytest.raises(config_lib.ConfigError, match=r"pyarrow .*hicra-jax\[data\]") as err:
+    cli.load_command_config("train", [
+        "hicra-jax train", "--config.data.source=parquet", f"--config.data.path={data}",
+        "--config.model.path=smollm2", "--config.reward.name=gsm8k",
+        "--config.planning.grams=paper"])
+  assert err.value.field == "data.source"

@@ -58,6 +58,14 @@ def test_build_sequences_layout():
     step_lib.build_sequences([[1, 2, 3, 4], [1]], completions, cmask, 2, 3)
 
 
+def test_micro_batches_are_strided_and_merge_inverts_split():
+  x = jnp.arange(12 * 2).reshape(12, 2)
+  parts = step_lib.split_micro_batches(x, 3)
+  assert parts.shape == (3, 4, 2)
+  np.testing.assert_array_equal(parts[1][:, 0], [2, 8, 14, 20])  # rows 1, 4, 7, 10
+  np.testing.assert_array_equal(step_lib.merge_micro_batches(parts), x)
+
+
 def test_token_advantages_hand_values():
   rewards = jnp.array([1.0, 0.0, 0.0, 0.0])
   plan = jnp.array([[True, False], [True, False], [False, False], [False, False]])

@@ -32,9 +32,8 @@ def validate(config: config_lib.ConfigDict) -> None:
 
 
 def _check_workdir(config: config_lib.ConfigDict) -> None:
-  config_lib.check_path(config, "workdir",
-                        predicate=lambda p: os.path.isdir(os.path.join(p, "checkpoints")),
-                        expected="a training workdir with a checkpoints/ folder")
+  config_lib.check_path(config, "workdir", predicate=is_training_workdir,
+                        expected="a training workdir with checkpoints/<step>/")
 
 
 def is_training_workdir(path: str) -> bool:
@@ -52,12 +51,11 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
   """
   # pylint: disable=import-outside-toplevel
   from hicra_jax.commands import train as train_cmd
-  from hicra_jax.models import Decoder
+  from hicra_jax.models.weights import build_model, flat_params
   from hicra_jax.train.build import load_model
   from hicra_jax.train.checkpoint import Checkpointer
   from hicra_jax.train.loop import optimizer_config
   from hicra_jax.train.state import create_train_state, make_optimizer
-  import jax
   from flax import nnx
   # pylint: enable=import-outside-toplevel
   ckpt = Checkpointer(os.path.join(os.path.expanduser(workdir), "checkpoints"))
@@ -81,9 +79,8 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
     ckpt.close()
   policy = nnx.merge(graphdef, state.params)
   if dtype is not None and dtype != config.model.dtype:
-    params = jax.tree_util.tree_map(lambda x: x.astype(dtype), nnx.state(policy))
-    policy = Decoder(model_config, rngs=nnx.Rngs(0), param_dtype=dtype, remat=policy.remat)
-    nnx.update(policy, params)
+    params = {k: v.astype(dtype) for k, v in flat_params(policy).items()}
+    policy = build_model(model_config, params, param_dtype=dtype, remat=policy.remat)
   return policy, model_config, tokenizer, step
 
 

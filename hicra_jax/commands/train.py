@@ -15,6 +15,7 @@ import json
 import os
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands.convert import is_training_workdir
 from hicra_jax.commands.generate import is_model_path
 
 HELP = "train a policy with HICRA / GRPO / entropy regularization (RL with verifiable rewards)"
@@ -147,9 +148,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "seed", minimum=0)
   cl.check_int(config, "num_steps", minimum=1)
   workdir = cl.check_str(config, "workdir")
-  checkpoints = os.path.join(workdir, "checkpoints")
-  if (not config.resume and os.path.isdir(checkpoints)
-      and any(name.isdigit() for name in os.listdir(checkpoints))):
+  if not config.resume and is_training_workdir(workdir):
     raise cl.field_error("workdir", workdir, "a fresh workdir: this one already holds "
                          "checkpoints; pass --config.resume=True to continue that run")
   cl.check_float(config, "debug_sleep_in_step_s", minimum=0.0)
@@ -171,6 +170,10 @@ def validate(config: config_lib.ConfigDict) -> None:
                "num_kv_heads", "head_dim"):
     cl.check_int(config, f"model.random.{name}", minimum=1)
   source = cl.check_choice(config, "data.source", DATA_SOURCES)
+  needs = {"parquet": "pyarrow", "hf": "datasets"}.get(source)
+  if needs and importlib.util.find_spec(needs) is None:
+    raise cl.field_error("data.source", source, f"the {needs} package for this source "
+                         "(pip install 'hicra-jax[data]')")
   if source in ("jsonl", "parquet"):
     cl.check_path(config, "data.path", predicate=os.path.isfile,
                   expected=f"an existing {source} file")
@@ -272,12 +275,16 @@ def run(config: config_lib.ConfigDict) -> int:
   from hicra_jax.train.build import build_components
   from hicra_jax.train.loop import NonFiniteError, Trainer
   # pylint: enable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  rows = config.rollout.prompts_per_step * config.rollout.group_size
-  if rows % jax.device_count():
-    raise config_lib.field_error(
-        "rollout.prompts_per_step", config.rollout.prompts_per_step,
-        f"prompts x group_size ({rows}) divisible by the device count {jax.device_count()}")
+  from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
+  from hicra_jax.train.build import make_mesh  # pylint: disable=import-outside-toplevel
+  mesh = make_mesh(config)
+  if mesh is not None:  # each generate() call splits its prompts over the batch shards
+    shards = sharding.batch_shards(mesh)
+    for field in ("rollout.prompts_per_step", "data.eval_size"):
+      value = config_lib.get_field(config, field)
+      if value % shards:
+        raise config_lib.field_error(field, value, f"a multiple of the mesh's batch shards "
+                                     f"(data x fsdp = {shards})")
   components = build_components(config)
   trainer = Trainer(config, components)
   try:

@@ -17,23 +17,23 @@ from hicra_jax.train import synthetic
 logger = logging.getLogger("hicra_jax.train")
 
 
-def load_model(config):
-  """(model, ModelConfig or None, tokenizer or None) of config.model."""
+def load_model(config, mesh=None):
+  """(model, ModelConfig, tokenizer or None) of config.model, placed on `mesh` if given."""
   from hicra_jax.models import Decoder, ModelConfig, load_pretrained, load_tokenizer  # pylint: disable=import-outside-toplevel
   m = config.model
   if m.path == "random":
     model_config = ModelConfig(**m.random.to_dict())
     model = Decoder(model_config, rngs=nnx.Rngs(int(config.seed)), param_dtype=m.dtype,
                     compute_dtype=m.compute_dtype or None, remat=m.remat)
+    if mesh is not None:
+      from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
+      sharding.shard_model(model, mesh)
     return model, model_config, None
   from hicra_jax.commands.generate import resolve_model  # pylint: disable=import-outside-toplevel
   path = resolve_model(m.path)
-  model, model_config = load_pretrained(path, dtype=m.dtype)
-  if m.compute_dtype or m.remat != "none":
-    graphdef, state = nnx.split(model)
-    model = Decoder(model_config, rngs=nnx.Rngs(0), param_dtype=m.dtype,
-                    compute_dtype=m.compute_dtype or None, remat=m.remat)
-    nnx.update(model, state)
+  # Decoder options and the mesh go to the loader: each param is built once, in place.
+  model, model_config = load_pretrained(path, dtype=m.dtype, mesh=mesh,
+                                        compute_dtype=m.compute_dtype or None, remat=m.remat)
   tokenizer = load_tokenizer(resolve_model(m.tokenizer) if m.tokenizer else path)
   return model, model_config, tokenizer
 
@@ -93,11 +93,7 @@ def make_mesh(config):
 
 
 def build_components(config) -> Components:
-  model, model_config, tokenizer = load_model(config)
-  mesh = make_mesh(config)
-  if mesh is not None:
-    from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
-    sharding.shard_model(model, mesh)
+  model, model_config, tokenizer = load_model(config, make_mesh(config))
   examples = load_examples(config, tokenizer)
   eval_size = int(config.data.eval_size)
   if config.reward.name == "synthetic_target":

@@ -265,29 +265,29 @@ class Trainer:
       return {}
     g = self.group_size
     t0 = time.perf_counter()
-    tokens_c = jnp.asarray(d["tokens"])
-    cmask = jnp.asarray(d["completion_mask"] & d["loss_row_mask"][:, None])
-    plan, counts = self.c.planner(tokens_c, cmask)
+    cmask_host = d["completion_mask"] & d["loss_row_mask"][:, None]
+    cmask = jnp.asarray(cmask_host)
+    plan, counts = self.c.planner(jnp.asarray(d["tokens"]), cmask)
     rewards = jnp.asarray(d["rewards"])
     adv = step_lib.token_advantages(
         rewards, plan, cmask, float(self.config.planning.alpha),
         algorithm=self.config.algorithm, group_size=g,
         estimator=self.config.loss.estimator, scale=self.config.loss.scale)
     adv.block_until_ready()
-    counts_host = np.asarray(counts)
     t1 = time.perf_counter()
     prompt_len = bucket_length(max(len(pr) for pr in d["prompts"]),
                                tuple(self.config.rollout.prompt_buckets))
-    seq, att = step_lib.build_sequences(d["prompts"], d["tokens"], np.asarray(cmask), g,
-                                        prompt_len)
+    seq, att = step_lib.build_sequences(d["prompts"], d["tokens"], cmask_host, g, prompt_len)
     seq, att = jnp.asarray(seq), jnp.asarray(att)
-    ref = jnp.zeros(cmask.shape, jnp.float32)
+    ref = sampler_lp = None  # only uploaded when the update reads them
+    if self.update_cfg.old_logprobs == "sampler":
+      sampler_lp = jnp.asarray(d["logprobs"])
     if self.update_cfg.kl_coef:
       ref, _ = step_lib.policy_logprobs(
           self.graphdef, self.c.ref_params, seq, att, jnp.float32(self.update_cfg.temperature),
           num_completion=cmask.shape[1], micro_batches=self.update_cfg.micro_batches)
     batch = step_lib.Batch(tokens=seq, attention=att, completion_mask=cmask, advantages=adv,
-                           sampler_logprobs=jnp.asarray(d["logprobs"]), planning_mask=plan,
+                           sampler_logprobs=sampler_lp, planning_mask=plan,
                            ref_logprobs=ref)
     mesh = getattr(self.c.model, "mesh", None)
     if mesh is not None:  # rows split over the mesh's data x fsdp axes
@@ -300,7 +300,7 @@ class Trainer:
     m = {k: float(v) for k, v in jax.device_get(m).items()}
     t2 = time.perf_counter()
 
-    from hicra_jax.analysis import semantic_entropy  # pylint: disable=import-outside-toplevel
+    from hicra_jax.analysis import semantic_entropy_jax  # pylint: disable=import-outside-toplevel
     lengths = d["all_lengths"]
     truncation = float(np.mean(d["all_finish"] == FINISH_LENGTH))
     all_rewards = d["all_rewards"]
@@ -311,7 +311,7 @@ class Trainer:
         "response_length_max": float(lengths.max()),
         "truncation_rate": truncation,
         "learning_rate": lr,
-        "semantic_entropy": float(semantic_entropy(counts_host)) + 0.0,
+        "semantic_entropy": float(semantic_entropy_jax(counts)) + 0.0,
         "time_rollout_s": d["t_rollout"], "time_reward_s": d["t_reward"],
         "time_masks_s": t1 - t0, "time_update_s": t2 - t1,
         "reward_failures": float(d["failures"]),
@@ -326,7 +326,9 @@ class Trainer:
     self._advance_curriculum(truncation)
     m["time_step_s"] = time.perf_counter() - t_start
     m["tokens_per_s"] = d["generated"] / max(m["time_step_s"], 1e-9)
-    self._samples = self._sample_log(d, np.asarray(plan))
+    k = min(int(self.config.log.samples_per_step), self.prompts_per_step)
+    # Only the logged rows (the first sample of the first k prompts) leave the device.
+    self._samples = self._sample_log(d, np.asarray(plan[:k * g:g]))
     return m
 
   def _advance_curriculum(self, truncation: float) -> None:
@@ -338,18 +340,16 @@ class Trainer:
       logger.info("truncation rate %.2f > %.2f: max_new_tokens -> %d", truncation,
                   self.config.rollout.truncation_threshold, self.max_new_tokens)
 
-  def _sample_log(self, d, plan_NxT) -> list[dict[str, Any]]:
-    k = int(self.config.log.samples_per_step)
+  def _sample_log(self, d, plan_KxT) -> list[dict[str, Any]]:
+    """Sample log entries of the first sample of the first K prompts (plan: their rows)."""
     out = []
-    for i in range(min(k, len(d["rewards"]))):
-      row = i * self.group_size  # first sample of the first prompts
-      if row >= len(d["rewards"]):
-        break
+    for i, plan_T in enumerate(plan_KxT):
+      row = i * self.group_size
       length = int(d["completion_mask"][row].sum())
       ids = d["tokens"][row, :length].tolist()
       spans, start = [], None
       for t in range(length + 1):
-        inside = t < length and bool(plan_NxT[row, t])
+        inside = t < length and bool(plan_T[t])
         if inside and start is None:
           start = t
         elif not inside and start is not None:
@@ -388,8 +388,9 @@ class Trainer:
   def run(self, *, resume: bool = False, progress_stream=None) -> dict[str, Any]:
     """Trains until config.num_steps; returns the last step's metrics.
 
-    SIGTERM / SIGINT: the step in flight is abandoned, the last completed
-    state is saved and the run returns (exit status 0 from the CLI).
+    SIGTERM (e.g. a preemption): a rollout in flight is abandoned at its next
+    decode segment (an update in flight completes), the last completed state is
+    saved and the run returns (exit status 0 from the CLI).
 
     Raises:
       NonFiniteError: after config.guard.max_consecutive_skips non-finite
@@ -401,8 +402,7 @@ class Trainer:
           f"{self.checkpointer.latest_step()}); pass resume=True (--config.resume=True) to "
           "continue that run, or choose another workdir")
     if resume and self.checkpointer.latest_step() is not None:
-      start = self.restore()
-      logger.info("resumed from step %d", start)
+      logger.info("resumed from step %d", self.restore())
     start = int(self.state.step)
     total = int(self.config.num_steps)
     progress = Progress(total, start, progress_stream) if self.is_main else None
@@ -412,6 +412,7 @@ class Trainer:
     last: dict[str, Any] = {}
     try:
       while int(self.state.step) < total:
+        self.last_eval_accuracy = None  # a checkpoint carries only its own step's eval
         m = self.train_step()
         if not m:  # a signal arrived during the rollout: the step was abandoned
           break
@@ -423,7 +424,7 @@ class Trainer:
           except GenerationInterrupted:
             ev = {}  # a signal arrived mid-evaluation: save and stop without it
           m.update(ev)
-          self.last_eval_accuracy = ev.get("eval_accuracy", self.last_eval_accuracy)
+          self.last_eval_accuracy = ev.get("eval_accuracy")
         if self.writer is not None:
           self.writer.write(step, m)
           self.writer.write_samples(step, self._samples)

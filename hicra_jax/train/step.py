@@ -31,18 +31,18 @@ class Batch:
 
   tokens: i32[N, S] prompt (left-padded) + completion; attention: bool[N, S]
   real tokens; completion_mask: bool[N, T] completion tokens in the loss;
-  advantages: f32[N, T]; sampler_logprobs: f32[N, T] from the sampler;
-  planning_mask: bool[N, T]; ref_logprobs: f32[N, T] of a frozen reference
-  (zeros when there is none).
+  advantages: f32[N, T]; sampler_logprobs: f32[N, T] from the sampler (None
+  unless UpdateConfig.old_logprobs == "sampler"); planning_mask: bool[N, T];
+  ref_logprobs: f32[N, T] of a frozen reference (None without a KL term).
   """
 
   tokens: jax.Array
   attention: jax.Array
   completion_mask: jax.Array
   advantages: jax.Array
-  sampler_logprobs: jax.Array
+  sampler_logprobs: jax.Array | None
   planning_mask: jax.Array
-  ref_logprobs: jax.Array
+  ref_logprobs: jax.Array | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +111,21 @@ def build_sequences(prompts: Sequence[Sequence[int]], completion_tokens: np.ndar
 # ---------------------------------------------------------------- device side
 
 
+def split_micro_batches(x, k: int):
+  """[N, ...] -> [K, N/K, ...], micro-batch j = rows j, j + K, j + 2K, ...
+
+  Strided, not contiguous: with rows sharded in contiguous blocks over the
+  mesh's batch axes, every micro-batch keeps rows on every device, so the scan
+  over micro-batches needs no resharding. Sums over micro-batches are unchanged.
+  """
+  return x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+
+
+def merge_micro_batches(x):
+  """The inverse of `split_micro_batches`: [K, N/K, ...] -> [N, ...]."""
+  return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
 def completion_logprobs(model, tokens_NxS, attention_NxS, num_completion: int,
                         temperature=1.0):
   """(log-probs f32[N, T], entropies f32[N, T]) of the T completion tokens.
@@ -129,12 +144,11 @@ def policy_logprobs(graphdef, params, tokens_NxS, attention_NxS, temperature, *,
                     num_completion: int, micro_batches: int = 1):
   """Jitted `completion_logprobs` over K micro-batches (e.g. a frozen reference model)."""
   model = nnx.merge(graphdef, params)
-  n = tokens_NxS.shape[0]
-  split = lambda x: x.reshape(micro_batches, n // micro_batches, *x.shape[1:])
+  split = lambda x: split_micro_batches(x, micro_batches)
   lp, ent = jax.lax.map(
       lambda xs: completion_logprobs(model, xs[0], xs[1], num_completion, temperature),
       (split(tokens_NxS), split(attention_NxS)))
-  return lp.reshape(n, -1), ent.reshape(n, -1)
+  return merge_micro_batches(lp), merge_micro_batches(ent)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "group_size", "estimator", "scale"))
@@ -202,8 +216,8 @@ def update(state: TrainState, batch: Batch, *, graphdef, optimizer: optax.Gradie
   if n % k:
     raise ValueError(f"batch of {n} rows cannot be split into {k} micro-batches")
   denominator = rl.loss_denominator(batch.completion_mask, cfg.aggregation)
-  split = lambda x: x.reshape(k, n // k, *x.shape[1:])
-  merge = lambda x: x.reshape(n, *x.shape[2:])
+  split = lambda x: split_micro_batches(x, k)
+  merge = merge_micro_batches
   mbs = jax.tree_util.tree_map(split, batch)
   use_entropy = cfg.entropy_coef != 0.0
   use_kl = cfg.kl_coef != 0.0
