@@ -27,8 +27,7 @@ def main():
   args = ap.parse_args()
   import jax
   import numpy as np
-  import reasoning_gym
-  from hicra_jax.data.prompts import encode_prompts
+  from hicra_jax.data.datasets import attach_prompt_ids, load_rows
   from hicra_jax.models import load_pretrained, load_tokenizer
   from hicra_jax.models.assets import smollm2_gguf_path
   from hicra_jax.rewards import grade_batch
@@ -36,9 +35,10 @@ def main():
   path = smollm2_gguf_path()
   model, _ = load_pretrained(path)
   tok = load_tokenizer(path)
-  entries = [dict(e) for e in reasoning_gym.create_dataset(
-      args.task, size=args.n, seed=args.seed, **json.loads(args.kwargs))]
-  prompts = encode_prompts(tok, [e["question"] for e in entries])
+  # The trainer's own data path: the same rows and prompts a training run sees.
+  entries = attach_prompt_ids(load_rows("reasoning_gym", task=args.task, size=args.n,
+                                        seed=args.seed, task_kwargs=json.loads(args.kwargs)), tok)
+  prompts = [e["prompt_ids"] for e in entries]
   params = SamplingParams.for_tokenizer(
       tok, n=args.samples, max_new_tokens=args.max_new_tokens,
       temperature=max(args.temperature, 1e-3), greedy=args.temperature == 0)

@@ -31,19 +31,20 @@ LLAMA3_TEMPLATE = (
     "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def qwen3():
-  return load_tokenizer(assets.qwen3_tokenizer_dir())
+# Short names for the session tokenizers of conftest.py (loaded once per test run).
+@pytest.fixture
+def qwen3(qwen3_tokenizer):
+  return qwen3_tokenizer
 
 
-@pytest.fixture(scope="module")
-def llama32():
-  return load_tokenizer(assets.llama32_tokenizer_dir())
+@pytest.fixture
+def llama32(llama32_tokenizer):
+  return llama32_tokenizer
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-  return load_tokenizer(assets.smollm2_gguf_path())
+@pytest.fixture
+def smollm2(smollm2_tokenizer):
+  return smollm2_tokenizer
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,11 +56,12 @@ def _raw(directory):
 @pytest.fixture
 def llama32_chat(llama32):
   """The shared Llama 3.2 tokenizer with a Llama-3-style chat template, restored afterwards."""
+  original = llama32.chat_template
   llama32.chat_template = LLAMA3_TEMPLATE
   try:
     yield llama32
   finally:
-    llama32.chat_template = None
+    llama32.chat_template = original
 
 
 # --- load_tokenizer ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ example format; reasoning-gym rows keep "metadata" for their verifiers).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
 
 from hicra_jax.data.jsonl import read_jsonl
@@ -63,12 +62,12 @@ def load_rows(source: str, *, path: str = "", name: str = "", split: str = "trai
   raise ValueError(f"unknown data source {source!r}; expected one of {list(SOURCES)}")
 
 
-def attach_prompt_ids(rows: Sequence[dict[str, Any]], tokenizer, *, template: str = "auto",
-                      instruction: str | None = None) -> list[dict[str, Any]]:
+def attach_prompt_ids(rows: Sequence[dict[str, Any]], tokenizer, *,
+                      template: str = "auto") -> list[dict[str, Any]]:
   """Adds "id" (row index) and "prompt_ids" (chat template + answer-format instruction)."""
   from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts  # pylint: disable=import-outside-toplevel
   ids = encode_prompts(tokenizer, [r["question"] for r in rows], template=template,
-                       instruction=DEFAULT_INSTRUCTION if instruction is None else instruction)
+                       instruction=DEFAULT_INSTRUCTION)
   return [{**row, "id": i, "prompt_ids": p} for i, (row, p) in enumerate(zip(rows, ids))]
 
 
