@@ -1,4 +1,5 @@
-"""Shared pytest setup: offline Hugging Face, hypothesis profiles fit for JIT."""
+"""Shared pytest setup: offline Hugging Face, hypothesis profiles fit for JIT, and a fresh
+working directory for every test (hermetic: nothing in the checkout's runs/ is read or written)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,31 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-# ---- real models shared by the whole session (loaded once) -------------------
+# ---- hermetic working directory -----------------------------------------------
+
+import pathlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]  # the repository
+
+
+@pytest.fixture(autouse=True)
+def hermetic_working_directory(tmp_path_factory, monkeypatch) -> pathlib.Path:
+  """Runs each test in its own empty working directory, never the checkout.
+
+  Relative paths in configs (workdir "runs/quickstart", output_dir "eval_results",
+  ...) resolve there, so what `make quickstart` or any other command left in the
+  checkout cannot change a test's result, and no test writes into the checkout.
+  Tests name the repository's files by absolute paths (ROOT / "configs" / ...).
+  A directory of its own, not tmp_path: tests may list their tmp_path.
+  """
+  cwd = tmp_path_factory.mktemp("cwd")
+  monkeypatch.chdir(cwd)
+  return cwd
+
+
+# ---- real models shared by the whole session (loaded once) -------------------
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def _console_script() -> str:
 
 def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
   env = dict(os.environ, HF_HUB_OFFLINE="1")
-  return subprocess.run([_console_script(), *args], cwd=ROOT, env=env, text=True,
+  return subprocess.run([_console_script(), *args], env=env, text=True,
                         capture_output=True, timeout=timeout, check=False)
 
 
@@ -129,14 +129,15 @@ def test_validation_imports_nothing_heavy():
       assert not heavy, heavy
       # A paper preset (it imports hicra_jax.train.presets) with a missing model path.
       try:
-        cli.main(["hicra-jax", "train", "--config", "configs/qwen3_4b_base_hicra.py"])
+        cli.main(["hicra-jax", "train", "--config", sys.argv[1]])
       except SystemExit as e:
         assert e.code == 2, e.code
       heavy = sorted(m for m in ("jax", "flax", "optax", "transformers", "torch")
                      if m in sys.modules)
       assert not heavy, heavy
   """)
-  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+  preset = str(ROOT / "configs" / "qwen3_4b_base_hicra.py")
+  proc = subprocess.run([sys.executable, "-c", code, preset], capture_output=True,
                         text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr
   assert "config field 'max_new_tokens' = 0" in proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -52,6 +53,14 @@ def test_quickstart_config_validates():
   config = cli.load_command_config("train", ["hicra-jax train", f"--config={path}"])
   train_cmd.validate(config)
   assert config.model.path == "smollm2" and config.data.source == "reasoning_gym"
+
+
+def test_tests_run_in_a_fresh_directory_of_their_own(hermetic_working_directory):
+  """conftest.py: relative workdirs (runs/quickstart) resolve in an empty directory, not the
+  checkout, so what `make quickstart` left there changes no test."""
+  cwd = pathlib.Path.cwd()
+  assert cwd == hermetic_working_directory and not any(cwd.iterdir())
+  assert cwd != pathlib.Path(ROOT) and pathlib.Path(ROOT) not in cwd.parents
 
 
 def _train_quickstart(*overrides):
