@@ -15,6 +15,7 @@ import pytest
 from hicra_jax import cli
 from hicra_jax import config as config_lib
 from hicra_jax.commands import generate
+import readme_helpers as readme
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATE_CONFIG = str(ROOT / "configs" / "generate_smollm2.py")
@@ -219,8 +220,10 @@ def test_console_script_help():
 
 @pytest.mark.slow
 def test_generate_end_to_end():
-  """Greedy generation with the real SmolLM2 GGUF, 8 new tokens."""
-  proc = _run(["generate", "--config", GENERATE_CONFIG, "--config.max_new_tokens=8"], timeout=900)
+  """The README's generate command (real SmolLM2 GGUF, bfloat16), 8 new tokens."""
+  argv = readme.runnable(readme.readme_command(readme.GENERATE), max_new_tokens=8)
+  assert argv[2:4] == ["--config", GENERATE_CONFIG], argv
+  proc = _run(argv[1:], timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   n = len(generate.get_config().prompts)
   assert proc.stdout.count("--- completion (") == n, proc.stdout

@@ -24,6 +24,7 @@ from hicra_jax.eval import (Benchmark, EvalReport, Samples, accuracy_metrics, ba
                             default_pass_ks, evaluate, load_benchmark, markdown_table,
                             model_sampler, pass_at_k, resolve_source, write_report)
 from hicra_jax.eval.metrics import comb_pass_at_k
+import readme_helpers as readme
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -333,10 +334,12 @@ def test_end_to_end_smollm2_on_five_gsm8k_problems(smollm2_path, smollm2_ours, s
   """The real policy through the CLI and through the Python function: same report, twice."""
   from hicra_jax.eval import evaluate_model, load_benchmarks  # pylint: disable=g-import-not-at-top
   max_new = 96
+  # The README's command (data_dir, limit=5, temperature=0) with a shorter max_new_tokens.
+  argv = readme.runnable(readme.readme_command(readme.EVAL_GSM8K), console=False,
+                         max_new_tokens=max_new, output_dir=tmp_path / "cli", label="smollm2")
+  assert f"--config.data_dir={DATA}" in argv and "--config.temperature=0" in argv, argv
   with pytest.raises(SystemExit) as exit_info:
-    cli.main(["hicra-jax", "eval", f"--config.data_dir={DATA}", "--config.limit=5",
-              "--config.temperature=0", f"--config.max_new_tokens={max_new}",
-              f"--config.output_dir={tmp_path / 'cli'}", "--config.label=smollm2"])
+    cli.main(argv)
   assert exit_info.value.code == 0
   model, _ = smollm2_ours
   benchmarks = load_benchmarks(["gsm8k"], data_dir=str(DATA), limit=5)

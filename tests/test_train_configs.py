@@ -14,9 +14,9 @@ import pytest
 from hicra_jax import cli
 from hicra_jax import config as config_lib
 from hicra_jax.commands import train as train_cmd
+import readme_helpers as readme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 PAPER_PRESETS = ["qwen3_4b_instruct_2507_hicra", "qwen3_4b_base_hicra", "qwen25_7b_base_hicra",
                  "llama31_8b_instruct_hicra"]
 
@@ -74,10 +74,11 @@ def _train_quickstart(*overrides):
 
 @pytest.mark.slow
 def test_quickstart_runs_two_steps_with_the_real_model_across_a_resume(tmp_path):
-  """Step 1, stop; a second process resumes from the checkpoint and runs step 2."""
-  workdir = tmp_path / "run"
-  common = [f"--config.workdir={workdir}", "--config.checkpoint.every=1",
-            "--config.export_policy=False"]
+  """Step 1, stop; a second process resumes from the checkpoint and runs step 2; the README's
+  eval of the run reads its latest checkpoint."""
+  # The config's own workdir, runs/quickstart, in this test's working directory.
+  workdir = pathlib.Path("runs/quickstart").absolute()
+  common = ["--config.checkpoint.every=1", "--config.export_policy=False"]
   first = _train_quickstart("--config.num_steps=1", *common)
   assert "step 1/1" in first.stdout
   second = _train_quickstart("--config.num_steps=2", "--config.resume=True", *common)
@@ -89,8 +90,7 @@ def test_quickstart_runs_two_steps_with_the_real_model_across_a_resume(tmp_path)
   # The data iterator resumed where step 1 left it: the prompts of both steps
   # are the seeded stream's first 2 x 4 examples (ids = indices, eval_size 0).
   from hicra_jax.data.datasets import ExampleStream  # pylint: disable=import-outside-toplevel
-  config = cli.load_command_config("train", ["hicra-jax train",
-                                             f"--config={ROOT}/configs/quickstart.py"])
+  config = config_lib.load_config(os.path.join(ROOT, "configs", "quickstart.py"))
   stream = ExampleStream([{"id": i} for i in range(config.data.size)], int(config.seed),
                          process_index=0, process_count=1)
   per_step = config.rollout.prompts_per_step
@@ -101,14 +101,15 @@ def test_quickstart_runs_two_steps_with_the_real_model_across_a_resume(tmp_path)
   with open(workdir / "samples.jsonl", encoding="utf-8") as f:
     sample = json.loads(f.readline())
   assert {"prompt", "completion", "reward", "planning_spans"} <= set(sample)
-  # `hicra-jax eval` reads the run's latest checkpoint (no export needed).
-  result = subprocess.run(
-      [sys.executable, "-m", "hicra_jax.cli", "eval", f"--config.model={workdir}",
-       f"--config.data_dir={DATA}", "--config.limit=2", "--config.temperature=0",
-       "--config.max_new_tokens=32", f"--config.output_dir={tmp_path / 'eval'}"],
-      capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+  # The README's `hicra-jax eval --config.model=runs/quickstart ...` reads the run's latest
+  # checkpoint (no export needed); 2 problems, greedy, 32 new tokens.
+  argv = readme.runnable(readme.readme_command(readme.EVAL_TRAINING_RUN), limit=2,
+                         temperature=0, max_new_tokens=32, output_dir=tmp_path / "eval")
+  assert "--config.model=runs/quickstart" in argv, argv
+  result = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   assert "checkpoint step 2" in result.stdout
   summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
   assert summary["benchmarks"]["gsm8k"]["num_problems"] == 2
-  assert "| run@2 |" in (tmp_path / "eval" / "report.md").read_text()
+  assert "| quickstart@2 |" in (tmp_path / "eval" / "report.md").read_text()

@@ -22,6 +22,7 @@ from hicra_jax.train import synthetic
 from hicra_jax.train.build import build_components, text_reward_fn
 from hicra_jax.train.loop import NonFiniteError, Trainer
 from hicra_jax.train.metrics import STEP_KEYS
+import readme_helpers as readme
 from train_helpers import tiny_config
 
 
@@ -165,30 +166,38 @@ def test_invalid_configs_fail_fast_naming_the_field(override, field):
   assert repr(field) in str(err.value)
 
 
-def test_convert_exports_the_checkpoint_policy(tmp_path):
-  from hicra_jax.commands.convert import export_checkpoint, restore_policy  # pylint: disable=import-outside-toplevel
+def test_convert_exports_the_checkpoint_policy(tmp_path, hermetic_working_directory, capsys):
+  from hicra_jax.commands.convert import restore_policy  # pylint: disable=import-outside-toplevel
   from hicra_jax.models import load_pretrained  # pylint: disable=import-outside-toplevel
-  trainer, _ = _trainer(tmp_path, num_steps=1, checkpoint__every=1)
+  # A tiny run in runs/quickstart of the test's working directory, exported by the
+  # README's command `hicra-jax convert --config.workdir=runs/quickstart --config.output=...`.
+  workdir = hermetic_working_directory / "runs" / "quickstart"
+  trainer, _ = _trainer(workdir, num_steps=1, checkpoint__every=1)
   try:
     trainer.run()
     policy = trainer.policy()
   finally:
     trainer.close()
-  assert export_checkpoint(str(tmp_path), str(tmp_path / "hf")) == 1
-  loaded, _ = load_pretrained(str(tmp_path / "hf"))
+  argv = readme.runnable(readme.readme_command(readme.CONVERT), console=False)
+  assert argv[2:] == ["--config.workdir=runs/quickstart", "--config.output=runs/quickstart/hf"]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(argv)
+  assert exit_info.value.code == 0
+  assert "exported step 1 of runs/quickstart to runs/quickstart/hf" in capsys.readouterr().out
+  loaded, _ = load_pretrained(str(workdir / "hf"))
   tokens = jnp.array([[3, 4, 5, 6, 7]])
   np.testing.assert_allclose(loaded(tokens), policy(tokens), atol=1e-5)
   # The exported policy is the trained one, not the initial random model.
   initial = build_components(tiny_config(tmp_path / "init", num_steps=1)).model
   assert float(jnp.max(jnp.abs(initial(tokens) - policy(tokens)))) > 1e-4
   # Eval's path: the checkpoint restored in place, optionally cast.
-  restored, _, tokenizer, step = restore_policy(str(tmp_path), dtype="bfloat16")
+  restored, _, tokenizer, step = restore_policy(str(workdir), dtype="bfloat16")
   assert step == 1 and tokenizer is None  # the random model has no tokenizer
   assert restored.embed[...].dtype == jnp.bfloat16
   np.testing.assert_allclose(restored(tokens), policy(tokens), atol=0.05 * float(
       jnp.max(jnp.abs(policy(tokens)))))
   with pytest.raises(config_lib.ConfigError, match="checkpoint steps \\[1\\]") as err:
-    restore_policy(str(tmp_path), step=7)
+    restore_policy(str(workdir), step=7)
   assert err.value.field == "step"
 
 
