@@ -126,6 +126,7 @@ def get_config() -> config_lib.ConfigDict:
   c.eval = config_lib.ConfigDict()
   c.eval.every = 0  # steps (0: never)
   c.eval.temperature = 0.6
+  c.eval.samples = 1  # completions per held-out prompt (accuracy = mean over all of them)
 
   c.checkpoint = config_lib.ConfigDict()
   c.checkpoint.every = 5
@@ -256,6 +257,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "guard.max_consecutive_skips", minimum=1)
   cl.check_int(config, "eval.every", minimum=0)
   cl.check_float(config, "eval.temperature", minimum=1e-6)
+  cl.check_int(config, "eval.samples", minimum=1)
   cl.check_int(config, "checkpoint.every", minimum=1)
   cl.check_int(config, "checkpoint.keep", minimum=1)
   cl.check_int(config, "checkpoint.keep_best", minimum=0)

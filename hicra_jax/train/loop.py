@@ -368,15 +368,20 @@ class Trainer:
     return out
 
   def evaluate(self) -> dict[str, float]:
-    """Accuracy (reward >= 1) and mean reward on the held-out examples."""
+    """Accuracy (reward >= 1) and mean reward on the held-out examples.
+
+    Each example gets `config.eval.samples` completions (default 1); both
+    figures are means over all of them.
+    """
     examples = list(self.c.eval_examples)
     if not examples:
       return {}
+    n = int(self.config.eval.get("samples", 1))  # runs saved before the field existed: 1
     key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), 10**6)
     _, ro, completions, texts = self._rollout(
-        examples, key, self.max_new_tokens, n=1,
+        examples, key, self.max_new_tokens, n=n,
         temperature=float(self.config.eval.temperature))
-    rewards, _ = safe_rewards(self.c.reward_fn, completions, texts, examples, 1)
+    rewards, _ = safe_rewards(self.c.reward_fn, completions, texts, examples, n)
     return {"eval_accuracy": float(np.mean(rewards >= 1.0)),
             "eval_reward_mean": float(rewards.mean())}
 
@@ -384,6 +389,45 @@ class Trainer:
 
   def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
     self._stop_signal = signum
+
+  def advance(self) -> dict[str, Any]:
+    """One step of `run`: the RL step, its evaluation, logging, NaN guard and checkpoint.
+
+    Drivers that interleave several trainers (benchmarks/replicate_small.py)
+    call this directly. Returns the step's metrics, or {} when a signal
+    abandoned the rollout (nothing is logged or saved then).
+
+    Raises:
+      NonFiniteError: after config.guard.max_consecutive_skips non-finite
+        updates in a row (a checkpoint is saved first).
+    """
+    self.last_eval_accuracy = None  # a checkpoint carries only its own step's eval
+    m = self.train_step()
+    if not m:
+      return {}
+    step, total = int(self.state.step), int(self.config.num_steps)
+    every = int(self.config.eval.every)
+    if every and (step % every == 0 or step == total) and self._stop_signal is None:
+      try:
+        ev = self.evaluate()
+      except GenerationInterrupted:
+        ev = {}  # a signal arrived mid-evaluation: save and stop without it
+      m.update(ev)
+      self.last_eval_accuracy = ev.get("eval_accuracy")
+    if self.writer is not None:
+      self.writer.write(step, m)
+      self.writer.write_samples(step, self._samples)
+    limit = int(self.config.guard.max_consecutive_skips)
+    if int(self.state.consecutive_skips) >= limit:
+      self.save(force=True)
+      self.checkpointer.wait()
+      raise NonFiniteError(
+          f"{limit} consecutive updates had a non-finite loss or gradient (step {step}); "
+          f"saved a checkpoint in {self.checkpointer.directory!r} and stopped. Lower "
+          "optim.lr, check the reward and data, or raise guard.max_consecutive_skips.")
+    if step % int(self.config.checkpoint.every) == 0 or step == total:
+      self.save()
+    return m
 
   def run(self, *, resume: bool = False, progress_stream=None) -> dict[str, Any]:
     """Trains until config.num_steps; returns the last step's metrics.
@@ -412,34 +456,12 @@ class Trainer:
     last: dict[str, Any] = {}
     try:
       while int(self.state.step) < total:
-        self.last_eval_accuracy = None  # a checkpoint carries only its own step's eval
-        m = self.train_step()
+        m = self.advance()
         if not m:  # a signal arrived during the rollout: the step was abandoned
           break
-        step = int(self.state.step)
-        every = int(self.config.eval.every)
-        if every and (step % every == 0 or step == total) and self._stop_signal is None:
-          try:
-            ev = self.evaluate()
-          except GenerationInterrupted:
-            ev = {}  # a signal arrived mid-evaluation: save and stop without it
-          m.update(ev)
-          self.last_eval_accuracy = ev.get("eval_accuracy")
-        if self.writer is not None:
-          self.writer.write(step, m)
-          self.writer.write_samples(step, self._samples)
-          progress.update(step, m)
+        if progress is not None:
+          progress.update(int(self.state.step), m)
         last = m
-        limit = int(self.config.guard.max_consecutive_skips)
-        if int(self.state.consecutive_skips) >= limit:
-          self.save(force=True)
-          self.checkpointer.wait()
-          raise NonFiniteError(
-              f"{limit} consecutive updates had a non-finite loss or gradient (step {step}); "
-              f"saved a checkpoint in {self.checkpointer.directory!r} and stopped. Lower "
-              "optim.lr, check the reward and data, or raise guard.max_consecutive_skips.")
-        if step % int(self.config.checkpoint.every) == 0 or step == total:
-          self.save()
         if self._stop_signal is not None:  # the update finished: it is logged and saved
           break
       if self._stop_signal is not None:
