@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, Mapping
 
+import tqdm.auto
+
 # Every key the trainer writes to metrics.jsonl after a step (tests check them).
 STEP_KEYS = (
     "step", "reward_mean", "accuracy", "response_length_mean", "response_length_max",
@@ -121,34 +123,52 @@ class MetricWriter:
       self._wandb.close()
 
 
+def _in_notebook() -> bool:
+  """True inside a Jupyter / Colab kernel (tqdm's own test), where tqdm.auto draws a widget."""
+  ipython = sys.modules.get("IPython")
+  try:
+    return ipython is not None and "IPKernelApp" in ipython.get_ipython().config
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
 class Progress:
-  """A progress bar with ETA on a terminal; a one-line summary per step otherwise."""
+  """A tqdm.auto bar (a widget in a notebook) on a terminal; one summary line per step otherwise.
+
+  The bar carries the step's key metrics as its postfix; in a log file each
+  step is one plain line (`line`), so logs stay readable.
+  """
 
   def __init__(self, total_steps: int, start_step: int = 0, stream=None):
     self.total = total_steps
     self.start_step = start_step
     self.t0 = time.perf_counter()
     self.stream = stream or sys.stdout
-    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.bar = None
+    if tty or (stream is None and _in_notebook()):
+      self.bar = tqdm.auto.tqdm(total=total_steps, initial=start_step, unit="step",
+                                file=self.stream, dynamic_ncols=True, mininterval=0)
+
+  @staticmethod
+  def metrics_text(m: Mapping[str, Any]) -> str:
+    return (f"reward {m.get('reward_mean', 0):.3f} acc {m.get('accuracy', 0):.3f} "
+            f"len {m.get('response_length_mean', 0):.0f} loss {m.get('loss', 0):+.4f} "
+            f"gnorm {m.get('grad_norm', 0):.3f} plan {m.get('planning_token_ratio', 0):.3f}")
 
   def line(self, step: int, m: Mapping[str, Any]) -> str:
     done = step - self.start_step
     elapsed = time.perf_counter() - self.t0
     eta = elapsed / max(done, 1) * (self.total - step)
-    return (f"step {step}/{self.total} reward {m.get('reward_mean', 0):.3f} "
-            f"acc {m.get('accuracy', 0):.3f} len {m.get('response_length_mean', 0):.0f} "
-            f"loss {m.get('loss', 0):+.4f} gnorm {m.get('grad_norm', 0):.3f} "
-            f"plan {m.get('planning_token_ratio', 0):.3f} "
+    return (f"step {step}/{self.total} {self.metrics_text(m)} "
             f"{m.get('time_step_s', 0):.1f}s/step eta {eta:.0f}s")
 
   def update(self, step: int, m: Mapping[str, Any]) -> None:
-    text = self.line(step, m)
-    if self.tty:
-      width = 20
-      filled = int(width * step / max(self.total, 1))
-      self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}")
-      if step >= self.total:
-        self.stream.write("\n")
-    else:
-      self.stream.write(text + "\n")
-    self.stream.flush()
+    if self.bar is None:
+      self.stream.write(self.line(step, m) + "\n")
+      self.stream.flush()
+      return
+    self.bar.set_postfix_str(self.metrics_text(m), refresh=False)
+    self.bar.update(step - self.bar.n)
+    if step >= self.total:
+      self.bar.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -73,20 +72,27 @@ class OptimizerConfig:
                        f"{self.warmup_steps}, {self.total_steps}")
 
 
-def learning_rate_schedule(cfg: OptimizerConfig):
-  """count (i32[], optimizer updates applied) -> f32[] learning rate."""
-  def schedule(count):
-    count = jnp.asarray(count, jnp.float32)
-    lr = jnp.float32(cfg.lr)
-    if cfg.warmup_steps:
-      lr = lr * jnp.minimum(1.0, (count + 1.0) / cfg.warmup_steps)
-    if cfg.schedule == "cosine":
-      span = max(cfg.total_steps - cfg.warmup_steps, 1)
-      progress = jnp.clip((count - cfg.warmup_steps) / span, 0.0, 1.0)
-      end = cfg.final_lr_fraction
-      lr = lr * (end + (1.0 - end) * 0.5 * (1.0 + jnp.cos(math.pi * progress)))
-    return lr
-  return schedule
+def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+  """count (i32[], optimizer updates applied) -> f32[] learning rate (optax schedules).
+
+  Warmup: lr * (k + 1) / warmup_steps at update k < warmup_steps (so the first
+  update already moves). Then "constant": lr; "cosine": from lr at update
+  warmup_steps down to lr * final_lr_fraction at total_steps, constant after.
+  """
+  if cfg.schedule == "cosine":
+    after = optax.cosine_decay_schedule(
+        cfg.lr, decay_steps=max(cfg.total_steps - cfg.warmup_steps, 1),
+        alpha=cfg.final_lr_fraction)
+  else:
+    after = optax.constant_schedule(cfg.lr)
+  if not cfg.warmup_steps:
+    return after
+  if cfg.warmup_steps == 1:  # its one warmup update is already at the full rate
+    warmup = optax.constant_schedule(cfg.lr)
+  else:
+    warmup = optax.linear_schedule(cfg.lr / cfg.warmup_steps, cfg.lr,
+                                   transition_steps=cfg.warmup_steps - 1)
+  return optax.join_schedules([warmup, after], boundaries=[cfg.warmup_steps])
 
 
 @functools.lru_cache(maxsize=64)
