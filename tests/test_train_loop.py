@@ -18,10 +18,13 @@ from flax import nnx
 from hicra_jax import config as config_lib
 from hicra_jax import cli
 from hicra_jax.commands import train as train_cmd
-from hicra_jax.train import synthetic
+from hicra_jax.commands.convert import restore_policy
+from hicra_jax.models import load_pretrained
+from hicra_jax.sampling import GenerationInterrupted
+from hicra_jax.train import rollout, synthetic
 from hicra_jax.train.build import build_components, text_reward_fn
 from hicra_jax.train.loop import NonFiniteError, Trainer
-from hicra_jax.train.metrics import STEP_KEYS
+from hicra_jax.train.metrics import STEP_KEYS, WandbOptions, WandbWriter
 import readme_helpers as readme
 from train_helpers import tiny_config
 
@@ -167,8 +170,6 @@ def test_invalid_configs_fail_fast_naming_the_field(override, field):
 
 
 def test_convert_exports_the_checkpoint_policy(tmp_path, hermetic_working_directory, capsys):
-  from hicra_jax.commands.convert import restore_policy  # pylint: disable=import-outside-toplevel
-  from hicra_jax.models import load_pretrained  # pylint: disable=import-outside-toplevel
   # A tiny run in runs/quickstart of the test's working directory, exported by the
   # README's command `hicra-jax convert --config.workdir=runs/quickstart --config.output=...`.
   workdir = hermetic_working_directory / "runs" / "quickstart"
@@ -213,26 +214,6 @@ def test_kl_to_a_frozen_reference_model(tmp_path):
   assert ms[1]["kl_ref"] > 1e-6
   for a, b in zip(ref_before, jax.tree_util.tree_leaves(jax.device_get(trainer.c.ref_params))):
     np.testing.assert_array_equal(a, b)  # the reference stays frozen
-
-
-def test_progress_bar_on_a_terminal_and_lines_otherwise():
-  import io  # pylint: disable=import-outside-toplevel
-  from hicra_jax.train.metrics import Progress  # pylint: disable=import-outside-toplevel
-
-  class Tty(io.StringIO):
-    def isatty(self):
-      return True
-
-  m = {"reward_mean": 0.5, "time_step_s": 2.0}
-  tty, plain = Tty(), io.StringIO()
-  for stream in (tty, plain):
-    progress = Progress(4, 0, stream)
-    progress.update(2, m)
-    progress.update(4, m)
-  assert tty.getvalue().startswith("\r[##########..........] step 2/4 reward 0.500")
-  assert tty.getvalue().endswith("\n") and "eta" in tty.getvalue()
-  lines = plain.getvalue().splitlines()
-  assert len(lines) == 2 and lines[1].startswith("step 4/4 reward 0.500")
 
 
 def test_a_workdir_with_checkpoints_needs_resume(tmp_path):
@@ -312,7 +293,6 @@ def test_wandb_mirrors_scalars_and_a_resumed_run_keeps_its_run_id(tmp_path, monk
 
 
 def test_wandb_offline_with_the_real_library(tmp_path):
-  from hicra_jax.train.metrics import WandbOptions, WandbWriter  # pylint: disable=import-outside-toplevel
   writer = WandbWriter(str(tmp_path), WandbOptions(project="hicra-tests", mode="offline"),
                        {"algorithm": "hicra"})
   writer.write(1, {"reward_mean": 0.25, "example_ids": [1, 2]})
@@ -323,24 +303,23 @@ def test_wandb_offline_with_the_real_library(tmp_path):
 
 
 def test_a_signal_mid_rollout_interrupts_it_and_saves_the_last_state(tmp_path, monkeypatch):
-  from hicra_jax.train import loop  # pylint: disable=import-outside-toplevel
   trainer, _ = _trainer(tmp_path, num_steps=3, rollout__signal_check_tokens=2,
                         rollout__max_new_tokens=(8,), checkpoint__every=1)
-  real_generate = loop.generate
+  real_generate = rollout.generate
   raised = []
 
   def generate_then_sigterm(*args, interrupt, **kwargs):
     def sigterm_at_step_2():  # SIGTERM arrives while step 2's rollout decodes
       if int(trainer.state.step) == 1:
-        trainer._on_signal(signal.SIGTERM, None)  # pylint: disable=protected-access
+        trainer.signals.handle(signal.SIGTERM, None)
       return interrupt()
     try:
       return real_generate(*args, interrupt=sigterm_at_step_2, **kwargs)
-    except loop.GenerationInterrupted as e:
+    except GenerationInterrupted as e:
       raised.append(str(e))
       raise
 
-  monkeypatch.setattr(loop, "generate", generate_then_sigterm)
+  monkeypatch.setattr(rollout, "generate", generate_then_sigterm)
   try:
     trainer.run()
     # The abandoned step's prompts come again: the stream is back where step 1 left it.
