@@ -298,8 +298,8 @@ def run(config: config_lib.ConfigDict) -> int:
     raise config_lib.field_error("workdir", config.workdir, f"a fresh workdir ({e})") from e
   finally:
     trainer.close()
-  if trainer._stop_signal is not None:  # pylint: disable=protected-access
-    print(f"stopped by signal {trainer._stop_signal} at step {int(trainer.state.step)}; "  # pylint: disable=protected-access
+  if trainer.signals.stop_requested:
+    print(f"stopped by signal {trainer.signals.signal} at step {int(trainer.state.step)}; "
           f"resume with --config.resume=True", flush=True)
     return 0
   if config.export_policy and components.model_config is not None:

@@ -1,0 +1,93 @@
+"""One update's `Batch` from a step's rollouts: planning masks, token
+advantages, prompt + completion sequences, reference log-probs, and the rows
+placed over the mesh.
+
+N = P x G rows, T completion positions, S = prompt bucket + T positions,
+Z Strategic Grams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from hicra_jax import sharding
+from hicra_jax.sampling.sampler import bucket_length
+from hicra_jax.train import step as step_lib
+from hicra_jax.train.rollout import StepRollouts
+
+# (tokens i32[N, T], completion_mask bool[N, T]) -> (planning bool[N, T], sg counts i32[N, Z])
+Planner = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditOptions:
+  """How rewards become token advantages (`step.token_advantages`'s options)."""
+
+  algorithm: str
+  alpha: float
+  group_size: int
+  estimator: str = "grpo"
+  scale: str = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenCredit:
+  """Device arrays: loss_mask_NxT (completion tokens in the loss), planning_NxT,
+  sg_counts_NxZ (occurrences of each SG per row) and advantages_NxT."""
+
+  loss_mask_NxT: jax.Array
+  planning_NxT: jax.Array
+  sg_counts_NxZ: jax.Array
+  advantages_NxT: jax.Array
+
+
+def token_credit(rollouts: StepRollouts, planner: Planner, options: CreditOptions
+                 ) -> TokenCredit:
+  """Planning tokens of the rollouts and each token's advantage (dispatched, not awaited)."""
+  loss_mask_NxT = jnp.asarray(rollouts.loss_mask_NxT)
+  planning_NxT, sg_counts_NxZ = planner(jnp.asarray(rollouts.tokens_NxT), loss_mask_NxT)
+  advantages_NxT = step_lib.token_advantages(
+      jnp.asarray(rollouts.rewards_N), planning_NxT, loss_mask_NxT, options.alpha,
+      algorithm=options.algorithm, group_size=options.group_size,
+      estimator=options.estimator, scale=options.scale)
+  return TokenCredit(loss_mask_NxT, planning_NxT, sg_counts_NxZ, advantages_NxT)
+
+
+def assemble_batch(rollouts: StepRollouts, credit: TokenCredit, *, group_size: int,
+                   prompt_buckets: Sequence[int], update_cfg: step_lib.UpdateConfig,
+                   graphdef: Any = None, ref_params: Any = None, mesh=None) -> step_lib.Batch:
+  """The update's `Batch`: each prompt left-padded to its bucket, then its completions.
+
+  Sampler log-probs are uploaded only when update_cfg.old_logprobs reads them;
+  reference log-probs (a forward pass of `ref_params`) only with a KL term.
+  With a mesh, rows are split over its batch axes (data x fsdp).
+  """
+  prompt_len = bucket_length(max(len(prompt) for prompt in rollouts.prompts),
+                             tuple(prompt_buckets))
+  tokens_NxS, attention_NxS = step_lib.build_sequences(
+      rollouts.prompts, rollouts.tokens_NxT, rollouts.loss_mask_NxT, group_size, prompt_len)
+  tokens_NxS, attention_NxS = jnp.asarray(tokens_NxS), jnp.asarray(attention_NxS)
+  sampler_logprobs_NxT = ref_logprobs_NxT = None
+  if update_cfg.old_logprobs == "sampler":
+    sampler_logprobs_NxT = jnp.asarray(rollouts.logprobs_NxT)
+  if update_cfg.kl_coef:
+    ref_logprobs_NxT, _ = step_lib.policy_logprobs(
+        graphdef, ref_params, tokens_NxS, attention_NxS, jnp.float32(update_cfg.temperature),
+        num_completion=rollouts.tokens_NxT.shape[1], micro_batches=update_cfg.micro_batches)
+  batch = step_lib.Batch(
+      tokens=tokens_NxS, attention=attention_NxS, completion_mask=credit.loss_mask_NxT,
+      advantages=credit.advantages_NxT, sampler_logprobs=sampler_logprobs_NxT,
+      planning_mask=credit.planning_NxT, ref_logprobs=ref_logprobs_NxT)
+  return place_rows(batch, mesh)
+
+
+def place_rows(batch: step_lib.Batch, mesh) -> step_lib.Batch:
+  """`batch` with its rows split over the mesh's data x fsdp axes (as is without a mesh)."""
+  if mesh is None:
+    return batch
+  return jax.tree_util.tree_map(
+      lambda x: jax.device_put(x, sharding.batch_sharding(mesh, x.ndim)), batch)
