@@ -2,9 +2,15 @@
 
   state.py       TrainState, AdamW + warmup/constant/cosine schedule + clipping
   step.py        pure jittable pieces: sequences, log-probs, advantages, `update`
-  loop.py        `Trainer`: rollout -> rewards -> filter/refill -> masks -> update -> ...
+  loop.py        `Trainer`: holds the state and the jitted update; orchestrates one step
+                 (rollout -> batch -> update -> metrics), eval, logging, checkpoints
+  rollout.py     sampling, rewards, dynamic filtering and refill -> `StepRollouts`
+  batch.py       planning masks, token advantages, the update's `Batch` on the mesh
+  step_metrics.py  the scalars a step logs (pure)
+  samples.py     the sample log (completions with their planning spans)
+  signals.py     SIGTERM -> a stop request the loop acts on at safe points
   checkpoint.py  Orbax CheckpointManager (async; last N + best by eval accuracy)
-  metrics.py     JSONL + TensorBoard writers, sample log, progress line
+  metrics.py     metrics.jsonl / samples.jsonl, TensorBoard and W&B writers, progress bar
   synthetic.py   a synthetic verifiable task for tiny random models
   build.py       a run's components (model, data, reward, planner) from a config
   presets.py     the paper presets' shared recipe (config files import it: no jax)
