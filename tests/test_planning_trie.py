@@ -13,7 +13,7 @@ import pytest
 
 from hicra_jax.planning import SGTrie, planning_mask_and_counts, token_bytes_table
 from hicra_jax.planning.build import combine, perfect_hash
-from hicra_jax.planning.trie import key_hashes, slot_index
+from hicra_jax.planning.hashing import key_hashes, slot_index
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
   grams = load_strategic_grams("paper")            # list[str], Listing 1 of the paper
   trie = SGTrie.build(grams, tokenizer)            # pytree of arrays; trie.save / SGTrie.load
   mask = planning_mask(token_ids, trie, completion_mask)     # bool[N, T], jittable
-  counts = sg_occurrences(token_ids, trie, completion_mask)  # i32[N, S]
+  counts = sg_occurrences(token_ids, trie, completion_mask)  # i32[N, Z]
   report = audit(trie, tokenizer, texts)           # device vs character-level reference
 
 Matching semantics: see `grams.py` (and DESIGN.md). The SG extraction pipeline

@@ -1,4 +1,4 @@
-"""Building an SGTrie: harvest the token spans a tokenizer really produces for each SG.
+"""Building an SGTrie's arrays: harvest the token spans a tokenizer really produces for each SG.
 
 Matching the ids of a phrase tokenized alone misses most occurrences: in running
 text a byte-level BPE tokenizes "Let's" as "Let" + "'s" at a line start,
@@ -39,15 +39,15 @@ import bisect
 import collections
 import string
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from hicra_jax.planning.grams import as_gram_tuple, spelling_variants
+from hicra_jax.planning.hashing import HASH_OFFSET, fmix32, hash_step, key_hashes, slot_index
 from hicra_jax.planning.reference import iter_matches
 from hicra_jax.planning.tokens import (alnum_bitmap, decode_utf8, table_fingerprint,
                                       token_bytes_table, token_edges)
-from hicra_jax.planning.trie import (HASH_OFFSET, SGTrie, TrieMeta, fmix32, hash_step,
-                                     key_hashes, slot_index)
 
 _PUNCT = [c for c in string.punctuation]
 _UNICODE_PUNCT = list("\u201c\u201d\u2018\u2019\u00ab\u00bb\u2039\u203a\u201e\u201a\u2014\u2013"
@@ -86,9 +86,12 @@ BASE_LEFT = "\n"
 BASE_RIGHT = "\n"
 
 
-def build_trie(grams, tokenizer, *, extra_left: Iterable[str] = (), extra_right: Iterable[str] = (),
-               batch_size: int = 8192, table_load: float = 0.5) -> SGTrie:
-  """Builds an `SGTrie` (see the module docstring for the method).
+def build_trie_arrays(grams, tokenizer, *, extra_left: Iterable[str] = (),
+                      extra_right: Iterable[str] = (), batch_size: int = 8192,
+                      table_load: float = 0.5) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """The host arrays and metadata of an `SGTrie` (see the module docstring for the method).
+
+  `SGTrie.build` calls this and places the result on the default device.
 
   Args:
     grams: a preset name ("paper"), an SG file path, or a sequence of phrases.
@@ -98,7 +101,8 @@ def build_trie(grams, tokenizer, *, extra_left: Iterable[str] = (), extra_right:
     table_load: maximum load factor of the hash table.
 
   Returns:
-    The trie, on the default device.
+    (arrays, meta): numpy arrays named as the `SGTrie` leaves, and the fields of
+    its `TrieMeta`.
   """
   grams = as_gram_tuple(grams)
   table = token_bytes_table(tokenizer)
@@ -360,7 +364,7 @@ def span_entries(spans: Iterable[tuple[int, ...]], table: Sequence[bytes | None]
 
 
 def window_hashes(span_tokens: np.ndarray, span_len: np.ndarray, seed: int) -> np.ndarray:
-  """Rolling hash of each padded span (u32[U]), as the device computes it."""
+  """Rolling hash u32[U] of each padded span i32[U, W], as the device computes it."""
   h = np.full(span_tokens.shape[0], seed, np.uint32)
   for j in range(span_tokens.shape[1]):
     nxt = hash_step(h, span_tokens[:, j].astype(np.int64).astype(np.uint32))
@@ -374,7 +378,8 @@ def perfect_hash(a: np.ndarray, b: np.ndarray, load: float,
   collisions (a must be distinct).
 
   Returns:
-    (slots i32[M] key index or -1, disp u32[B]); M, B powers of two.
+    (slots i32[num_slots] key index or -1, disp u32[num_buckets]), both lengths powers of
+    two.
   """
   u = len(a)
   size = 1 << max(4, int(np.ceil(np.log2(max(1, u) / load))))
@@ -401,18 +406,19 @@ def perfect_hash(a: np.ndarray, b: np.ndarray, load: float,
   return slots, disp
 
 
-def _assemble(entries, grams, table, tokenizer, table_load: float) -> SGTrie:
+def _assemble(entries, grams, table, tokenizer,
+              table_load: float) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   spans = sorted(entries, key=lambda s: (len(s), s))
   if not spans:
     raise ValueError("no SG occurrence could be tokenized with this tokenizer")
   u = len(spans)
   max_len = max(len(s) for s in spans)
-  k = max(len(e) for e in entries.values())
+  e = max(len(occurrences) for occurrences in entries.values())
   span_tokens = np.full((u, max_len), -1, np.int32)
   span_len = np.zeros(u, np.int32)
-  entry_sg = np.full((u, k), -1, np.int32)
-  entry_left = np.zeros((u, k), bool)
-  entry_right = np.zeros((u, k), bool)
+  entry_sg = np.full((u, e), -1, np.int32)
+  entry_left = np.zeros((u, e), bool)
+  entry_right = np.zeros((u, e), bool)
   for i, s in enumerate(spans):
     span_tokens[i, :len(s)] = s
     span_len[i] = len(s)
@@ -427,10 +433,9 @@ def _assemble(entries, grams, table, tokenizer, table_load: float) -> SGTrie:
     raise RuntimeError("could not find a collision-free hash seed for the SG spans")
   slots, disp = perfect_hash(a, b, table_load)
   name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-  meta = TrieMeta(grams=tuple(grams), max_len=int(max_len), hash_seed=int(seed),
-                  tokenizer=str(name),
-                  fingerprint=table_fingerprint(table))
+  meta = dict(grams=tuple(grams), max_len=int(max_len), hash_seed=int(seed), tokenizer=str(name),
+              fingerprint=table_fingerprint(table))
   arrays = dict(span_tokens=span_tokens, span_len=span_len, slots=slots, disp=disp,
                 entry_sg=entry_sg, entry_left=entry_left, entry_right=entry_right,
                 alnum_bits=alnum_bitmap(), **token_edges(table))
-  return SGTrie.from_numpy(arrays, meta)
+  return arrays, meta

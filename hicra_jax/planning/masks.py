@@ -13,8 +13,8 @@ Positions outside `completion_mask`, and ids outside the vocabulary, break the
 text: no window crosses them and they are never marked (so padding is never
 planning and results do not depend on how a batch is padded or split).
 Work per token: 8 gathers for the boundary bytes, then per window length
-(a `lax.scan` over l = 1..max_len) one hash update, 3 + 3K small gathers and one
-max_len-wide row compare.
+(a `lax.scan` over l = 1..max_len) one hash update, 3 + 3E small gathers (E entries
+per span) and one max_len-wide row compare.
 
 The entry points are `jax.jit`-compiled with no static arguments: the trie is a
 pytree whose metadata (SG list, max_len, hash seed) is static aux data, so a new
@@ -28,7 +28,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hicra_jax.planning.trie import SGTrie, hash_step, key_hashes, slot_index
+from hicra_jax.planning.hashing import hash_step, key_hashes, slot_index
+from hicra_jax.planning.trie import SGTrie
 
 
 def _shift(x_NxT: jax.Array, d: int, fill) -> jax.Array:
@@ -121,8 +122,8 @@ def _char_after_alnum(acc, cnt, bits):
 
 def _match_table(token_ids_NxT: jax.Array, trie: SGTrie,
                  completion_mask_NxT: jax.Array | None) -> jax.Array:
-  """sg_LxNxTxK[l-1, n, t, k]: the SG index of the occurrence whose minimal covering
-  is token_ids[n, t:t+l] (entry slot k of the matched span), or -1.
+  """sg_WxNxTxE[l-1, n, t, e]: the SG index of the occurrence whose minimal covering
+  is token_ids[n, t:t+l] (entry slot e of the matched span), or -1; W = trie.max_len.
   """
   ids = jnp.asarray(token_ids_NxT)
   if ids.ndim != 2:
@@ -148,7 +149,7 @@ def _match_table(token_ids_NxT: jax.Array, trie: SGTrie,
       [~_char_after_alnum(acc, cnt, trie.alnum_bits), jnp.ones((n, max_len), bool)], axis=1)
   ids = jnp.where(valid, ids, -1)
   ids_pad = jnp.concatenate([ids, jnp.full((n, max_len), -1, jnp.int32)], axis=1)
-  window = jnp.stack([ids_pad[:, j:j + t] for j in range(max_len)], axis=-1)  # [N, T, L]
+  window = jnp.stack([ids_pad[:, j:j + t] for j in range(max_len)], axis=-1)  # [N, T, W]
   # Per window length l: the token ids[t + l - 1] and the right-boundary check after it.
   xs = (jnp.arange(1, max_len + 1, dtype=jnp.int32), jnp.moveaxis(window, -1, 0),
         jnp.stack([right_ok_pad[:, j:j + t] for j in range(max_len)]))
@@ -163,9 +164,9 @@ def _match_table(token_ids_NxT: jax.Array, trie: SGTrie,
     a, b = key_hashes(h, l)
     span = trie.slots[slot_index(a, b, trie.disp, num_slots)]
     sc = jnp.maximum(span, 0)
-    same = (trie.span_tokens[sc] == window) | (cols >= l)  # [N, T, L]
+    same = (trie.span_tokens[sc] == window) | (cols >= l)  # [N, T, W]
     found = (span >= 0) & all_valid & (trie.span_len[sc] == l) & jnp.all(same, axis=-1)
-    sg = trie.entry_sg[sc]  # [N, T, K]
+    sg = trie.entry_sg[sc]  # [N, T, E]
     ok = (found[..., None] & (sg >= 0) & (left_ok[..., None] | ~trie.entry_left[sc])
           & (right_ok[..., None] | ~trie.entry_right[sc]))
     return (h, all_valid), jnp.where(ok, sg, -1)
@@ -175,20 +176,20 @@ def _match_table(token_ids_NxT: jax.Array, trie: SGTrie,
   return sg
 
 
-def _mask_from(sg_LxNxTxK: jax.Array) -> jax.Array:
-  max_len, n, t, _ = sg_LxNxTxK.shape
+def _mask_from(sg_WxNxTxE: jax.Array) -> jax.Array:
+  max_len, n, t, _ = sg_WxNxTxE.shape
   lengths = jnp.arange(1, max_len + 1, dtype=jnp.int32)[:, None, None, None]
-  cover = jnp.max(jnp.where(sg_LxNxTxK >= 0, lengths, 0), axis=(0, 3))  # longest window at t
+  cover = jnp.max(jnp.where(sg_WxNxTxE >= 0, lengths, 0), axis=(0, 3))  # longest window at t
   out = cover > 0
   for j in range(1, min(max_len, t)):
     out = out | (_shift(cover, j, 0) > j)  # a window starting j tokens earlier covers t
   return out
 
 
-def _counts_from(sg_LxNxTxK: jax.Array, num_grams: int) -> jax.Array:
-  n = sg_LxNxTxK.shape[1]
-  rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :, None, None], sg_LxNxTxK.shape)
-  idx = jnp.where(sg_LxNxTxK >= 0, sg_LxNxTxK, num_grams)  # out of bounds: dropped
+def _counts_from(sg_WxNxTxE: jax.Array, num_grams: int) -> jax.Array:
+  n = sg_WxNxTxE.shape[1]
+  rows = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :, None, None], sg_WxNxTxE.shape)
+  idx = jnp.where(sg_WxNxTxE >= 0, sg_WxNxTxE, num_grams)  # out of bounds: dropped
   return jnp.zeros((n, num_grams), jnp.int32).at[rows, idx].add(1, mode="drop")
 
 
@@ -209,7 +210,7 @@ def planning_mask(token_ids: jax.Array, trie: SGTrie,
 @jax.jit
 def sg_occurrences(token_ids: jax.Array, trie: SGTrie,
                    completion_mask: jax.Array | None = None) -> jax.Array:
-  """Occurrences of each SG per row: i32[N, S] (S = trie.num_grams).
+  """Occurrences of each SG per row: i32[N, Z] (Z = trie.num_grams).
 
   Arguments as `planning_mask`. An occurrence is counted once per start position;
   overlapping and nested occurrences of different SGs each count for their SG.
@@ -221,7 +222,7 @@ def sg_occurrences(token_ids: jax.Array, trie: SGTrie,
 def planning_mask_and_counts(token_ids: jax.Array, trie: SGTrie,
                              completion_mask: jax.Array | None = None
                              ) -> tuple[jax.Array, jax.Array]:
-  """(planning_mask bool[N, T], sg_occurrences i32[N, S]) in one pass."""
+  """(planning_mask bool[N, T], sg_occurrences i32[N, Z]) in one pass."""
   sg = _match_table(token_ids, trie, completion_mask)
   return _mask_from(sg), _counts_from(sg, trie.num_grams)
 
@@ -229,7 +230,7 @@ def planning_mask_and_counts(token_ids: jax.Array, trie: SGTrie,
 @jax.jit
 def sg_match_table(token_ids: jax.Array, trie: SGTrie,
                    completion_mask: jax.Array | None = None) -> jax.Array:
-  """Every matched occurrence: i32[N, T, L, K], the SG index (or -1) of the occurrence
-  covering exactly token_ids[n, t:t+l+1] (entry slot k). For audits and debugging.
+  """Every matched occurrence: i32[N, T, W, E], the SG index (or -1) of the occurrence
+  covering exactly token_ids[n, t:t+w+1] (entry slot e). For audits and debugging.
   """
   return jnp.transpose(_match_table(token_ids, trie, completion_mask), (1, 2, 0, 3))

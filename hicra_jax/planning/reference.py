@@ -71,7 +71,7 @@ class ReferenceResult:
 
   Attributes:
     mask: bool[N, T] planning tokens.
-    counts: i32[N, S] occurrences of each SG per row.
+    counts: i32[N, Z] occurrences of each SG per row.
     occurrences: (row, sg, first_token, end_token) per occurrence; tokens
       [first_token, end_token) overlap it.
   """

@@ -4,7 +4,7 @@ A *span* is a token-id sequence that is the minimal covering of an SG
 occurrence in running text: its first token holds the occurrence's first
 character (possibly after other characters, e.g. " Let", "(L", "\\n\\n"), its
 last token holds the last character (possibly followed by others, e.g. "?\\n\\n").
-Each span carries up to K *entries* (sg index, needs-left-check,
+Each span carries up to E *entries* (sg index, needs-left-check,
 needs-right-check): the occurrences whose minimal covering it is. A left
 (right) check is needed when the SG starts (ends) with a letter/digit and the
 occurrence starts (ends) exactly at the span's edge: the neighbouring token's
@@ -12,18 +12,21 @@ edge character must then not be a letter/digit; it is decoded on device from the
 neighbouring tokens' bytes (a character may be split across tokens).
 
 Spans live in a perfect hash table (hash and displace) keyed by a rolling hash
-of the token ids and the span length: the device matcher (`masks.py`) hashes
-every window of every length <= max_len, reads the one slot its key can be in
-and verifies the span's ids against the window.
+of the token ids and the span length (`hashing.py`): the device matcher
+(`masks.py`) hashes every window of every length <= max_len, reads the one slot
+its key can be in and verifies the span's ids against the window.
 
-Leaves (arrays) and static metadata:
-  span_tokens  i32[U, L]   ids, -1 padded         span_len  i32[U]
-  slots        i32[M]      span index or -1       disp      u32[B] displacement per bucket
-  entry_sg     i32[U, K]   -1 = no entry          entry_left/right bool[U, K]
+Leaves (arrays) and static metadata (U spans, W = max_len, E entries per span):
+  span_tokens  i32[U, W]   ids, -1 padded         span_len  i32[U]
+  slots        i32[num_slots]   span index or -1
+  disp         u32[num_buckets] displacement per bucket
+  entry_sg     i32[U, E]   -1 = no entry          entry_left/right bool[U, E]
   token_len    i32[V]      bytes per token (-1: not a token)
   token_head/tail u32[V]   first / last <= 4 bytes of each token (boundary characters)
   alnum_bits   u32[34816]  bit c set where chr(c).isalnum()
-  meta: grams, max_len L, hash_seed, tokenizer name and vocabulary fingerprint.
+  meta: grams, max_len W, hash_seed, tokenizer name and vocabulary fingerprint.
+
+`SGTrie.build` harvests the spans (`build.py`); `save` / `load` round-trip a trie.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hicra_jax.planning.build import build_trie_arrays
 from hicra_jax.planning.tokens import table_fingerprint
 
 FORMAT = "hicra-jax.sgtrie"
@@ -49,39 +53,6 @@ _DTYPES = {"span_tokens": np.int32, "span_len": np.int32, "slots": np.int32, "di
            "entry_sg": np.int32, "entry_left": np.bool_, "entry_right": np.bool_,
            "token_len": np.int32, "token_head": np.uint32, "token_tail": np.uint32,
            "alnum_bits": np.uint32}
-
-# Rolling hash (FNV-1a over 32-bit ids), mixed with the length by murmur3's fmix32.
-HASH_PRIME = 0x01000193
-HASH_OFFSET = 0x811C9DC5
-LEN_MIX = 0x9E3779B9
-BUCKET_MIX = 0x7F4A7C15
-
-
-def hash_step(h, token):
-  """h' = (h ^ token) * prime mod 2^32; numpy or jax uint32 arrays."""
-  return (h ^ token) * np.uint32(HASH_PRIME)
-
-
-def fmix32(x):
-  """murmur3's 32-bit finalizer (a bijection on uint32; numpy or jax)."""
-  x = x ^ (x >> 16)
-  x = x * np.uint32(0x85EBCA6B)
-  x = x ^ (x >> 13)
-  x = x * np.uint32(0xC2B2AE35)
-  return x ^ (x >> 16)
-
-
-def key_hashes(h, length):
-  """(slot hash, bucket hash) of the key (rolling hash h, window length); uint32 arrays."""
-  x = h ^ (length.astype(np.uint32) * np.uint32(LEN_MIX))  # numpy or jax integer arrays
-  a = fmix32(x)
-  return a, fmix32(a ^ np.uint32(BUCKET_MIX))
-
-
-def slot_index(a, b, disp, num_slots: int):
-  """Slot of a key: fmix32(a ^ disp[b mod B]) mod M (B, M powers of two)."""
-  d = disp[(b & np.uint32(disp.shape[0] - 1)).astype(np.int32)]
-  return (fmix32(a ^ d) & np.uint32(num_slots - 1)).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +129,13 @@ class SGTrie:
     Args:
       grams: a preset name ("paper"), an SG file path, or a sequence of phrases.
       tokenizer: a Hugging Face fast tokenizer (`hicra_jax.models.load_tokenizer`).
-      **kwargs: see `hicra_jax.planning.build.build_trie`.
+      **kwargs: see `hicra_jax.planning.build.build_trie_arrays`.
+
+    Returns:
+      The trie, on the default device.
     """
-    from hicra_jax.planning.build import build_trie  # pylint: disable=import-outside-toplevel
-    return build_trie(grams, tokenizer, **kwargs)
+    arrays, meta = build_trie_arrays(grams, tokenizer, **kwargs)
+    return cls.from_numpy(arrays, TrieMeta(**meta))
 
   @classmethod
   def from_numpy(cls, arrays: dict[str, np.ndarray], meta: TrieMeta) -> SGTrie:
@@ -170,10 +144,10 @@ class SGTrie:
     if missing:
       raise ValueError(f"SGTrie arrays missing: {missing}")
     a = {k: np.asarray(arrays[k]).astype(_DTYPES[k], copy=False) for k in _ARRAYS}
-    u, l = a["span_tokens"].shape if a["span_tokens"].ndim == 2 else (-1, -1)
+    u, w = a["span_tokens"].shape if a["span_tokens"].ndim == 2 else (-1, -1)
     m = a["slots"].shape[0] if a["slots"].ndim == 1 else 0
     problems = []
-    if l != meta.max_len:
+    if w != meta.max_len:
       problems.append(f"span_tokens shape {a['span_tokens'].shape} vs max_len {meta.max_len}")
     if a["span_len"].shape != (u,):
       problems.append(f"span_len shape {a['span_len'].shape}, expected ({u},)")
@@ -182,7 +156,7 @@ class SGTrie:
       problems.append(f"disp shape {a['disp'].shape}: expected a power-of-two length")
     for k in ("entry_sg", "entry_left", "entry_right"):
       if a[k].ndim != 2 or a[k].shape[0] != u or a[k].shape != a["entry_sg"].shape:
-        problems.append(f"{k} shape {a[k].shape}, expected ({u}, K)")
+        problems.append(f"{k} shape {a[k].shape}, expected ({u}, E)")
     if m == 0 or m & (m - 1):
       problems.append(f"slots shape {a['slots'].shape}: expected a power-of-two length")
     v = a["token_len"].shape
