@@ -7,9 +7,9 @@ symbolic checks run in worker processes with hard per-item time limits (see
 
 from hicra_jax.rewards.extract import (MAX_ANSWER_CHARS, extract_boxed, extract_gsm8k_answer,
                                        extract_tagged)
-from hicra_jax.rewards.grading import (CORRECT, DEFAULT_TIMEOUT_S, ERROR, INCORRECT, MODES,
-                                       NO_ANSWER, PARTIAL, STATUSES, TIMEOUT, Check, Grade,
-                                       compare_answer, grade_math, math_reward, plan_math)
+from hicra_jax.rewards.grades import (CORRECT, DEFAULT_TIMEOUT_S, ERROR, INCORRECT, NO_ANSWER,
+                                      PARTIAL, STATUSES, TIMEOUT, Check, Grade)
+from hicra_jax.rewards.grading import MODES, compare_answer, grade_math, math_reward, plan_math
 from hicra_jax.rewards.normalize import (PlainNumber, normalize_answer, numbers_equal,
                                          parse_plain_number, quick_equal)
 from hicra_jax.rewards.pool import (GraderPool, configure_default_pool, default_pool, resolve,

@@ -44,6 +44,7 @@ def _limit_memory(megabytes: int) -> None:
   if megabytes <= 0:
     return
   try:
+    # Imported here: POSIX only (absent on Windows), where the limit is skipped.
     import resource  # pylint: disable=g-import-not-at-top
     limit = megabytes * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -59,6 +60,7 @@ def _limit_memory(megabytes: int) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _math_verify():
+  # Imported on first use: math-verify pulls in sympy (seconds), timed apart from any item.
   import math_verify  # pylint: disable=g-import-not-at-top
   for name in ("math_verify", "latex2sympy2_extended"):
     logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -104,6 +106,7 @@ def _op_math(request: dict[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _rg_score_fn(dataset: str):
+  # Imported on first use: reasoning-gym takes seconds, and only its own checks need it.
   import reasoning_gym  # pylint: disable=g-import-not-at-top
   return reasoning_gym.get_score_answer_fn(dataset)
 

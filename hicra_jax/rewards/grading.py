@@ -14,79 +14,26 @@ Grading a completion against a gold answer happens in two steps:
 
 `math_reward` chains both and is safe from any thread or process: the time
 limit is enforced by killing a worker process, not by SIGALRM in the caller.
-
-Statuses (`Grade.status`): "correct", "incorrect", "partial" (a verifier's
-score strictly between 0 and 1), "no_answer" (nothing to grade), "timeout"
-and "error" (the check failed; reward 0, reason in `Grade.detail`).
+`Grade`, `Check` and the statuses are defined in `grades.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from hicra_jax.rewards.extract import MAX_ANSWER_CHARS, extract_boxed
+from hicra_jax.rewards.grades import CORRECT, ERROR, INCORRECT, NO_ANSWER, Check, Grade, Plan
 from hicra_jax.rewards.normalize import normalize_answer, quick_equal
+from hicra_jax.rewards.pool import resolve
 
 logger = logging.getLogger("hicra_jax.rewards")
 
 MODES = ("strict", "verify")
-CORRECT, INCORRECT, PARTIAL = "correct", "incorrect", "partial"
-NO_ANSWER, TIMEOUT, ERROR = "no_answer", "timeout", "error"
-STATUSES = (CORRECT, INCORRECT, PARTIAL, NO_ANSWER, TIMEOUT, ERROR)
-# Seconds a sandboxed check may run before its worker is killed ("a few seconds").
-DEFAULT_TIMEOUT_S = 5.0
 # In "verify" mode without a box, the end of the text that math-verify reads.
 VERIFY_TAIL_CHARS = 4096
 
 
-@dataclasses.dataclass(frozen=True)
-class Grade:
-  """The outcome of grading one completion.
-
-  Attributes:
-    reward: in [0, 1]; 0 for every failure.
-    status: one of `STATUSES`.
-    answer: the extracted answer as written in the completion (None when there
-      is none, or when a checker found it).
-    detail: a short human-readable reason (empty when there is nothing to say).
-  """
-
-  reward: float
-  status: str
-  answer: str | None = None
-  detail: str = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-  """A request for a sandboxed worker (see `pool.py` and `_worker.py`).
-
-  Two checks are the same request when `op`, `payload` and `needs` are equal;
-  `key()` is that identity as a string (used for caching).
-
-  Attributes:
-    op: the worker operation ("math" or "reasoning_gym").
-    payload: JSON-serializable arguments of the operation.
-    answer: the extracted answer, reported in the resulting `Grade`.
-    needs: modules the worker must import before the timed request (import
-      time is not charged to the item's time limit).
-  """
-
-  op: str
-  payload: Mapping[str, Any]
-  answer: str | None = None
-  needs: tuple[str, ...] = ()
-
-  def key(self) -> str:
-    return json.dumps([self.op, self.payload, list(self.needs)], sort_keys=True,
-                      ensure_ascii=False)
-
-
-Plan = Union[Grade, Check]
 
 
 def gold_to_str(gold: Any) -> str | None:
@@ -174,7 +121,6 @@ def grade_math(completion: str, gold: Any, *, mode: str = "strict",
   Returns:
     The `Grade`; failures are reward 0 with a reason, logged.
   """
-  from hicra_jax.rewards.pool import resolve  # pylint: disable=g-import-not-at-top
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   try:

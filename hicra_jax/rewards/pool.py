@@ -39,8 +39,8 @@ import weakref
 from collections.abc import Sequence
 
 import hicra_jax
-from hicra_jax.rewards.grading import (CORRECT, DEFAULT_TIMEOUT_S, ERROR, INCORRECT, NO_ANSWER,
-                                       PARTIAL, TIMEOUT, Check, Grade, Plan)
+from hicra_jax.rewards.grades import (CORRECT, DEFAULT_TIMEOUT_S, ERROR, INCORRECT, NO_ANSWER,
+                                      PARTIAL, TIMEOUT, Check, Grade, Plan)
 
 logger = logging.getLogger("hicra_jax.rewards")
 

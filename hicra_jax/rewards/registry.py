@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from hicra_jax.rewards.extract import extract_boxed, extract_gsm8k_answer, extract_tagged
-from hicra_jax.rewards.grading import (CORRECT, ERROR, NO_ANSWER, Check, Grade, Plan,
-                                       compare_answer, gold_to_str, plan_math)
+from hicra_jax.rewards.grades import CORRECT, ERROR, NO_ANSWER, Check, Grade, Plan
+from hicra_jax.rewards.grading import compare_answer, gold_to_str, plan_math
 from hicra_jax.rewards.normalize import normalize_answer
 from hicra_jax.rewards.pool import GraderPool, resolve, resolve_many
 
