@@ -75,6 +75,11 @@ def main():
         "logits_shard_shape": list(logits.addressable_shards[0].data.shape),
     }
   del ref_flat
+  # make_mesh: -1 is the rest of the devices; axes are Auto (shardings propagate).
+  rest = sharding.make_mesh(data=2, fsdp=-1, tensor=2)
+  results["rest_mesh"] = {"shape": dict(rest.shape),
+                          "axis_types": [str(t) for t in rest.axis_types],
+                          "devices": sorted(d.id for d in rest.devices.flat)}
   # load_pretrained(mesh=...) places each parameter with its sharding as it is read.
   import tempfile
   from hicra_jax.models import load_pretrained, save_pretrained

@@ -1,6 +1,8 @@
-"""KV cache, remat, bfloat16 and the chunked log-prob / entropy function."""
+"""KV cache, remat, bfloat16, the chunked log-prob / entropy function and the parameter schema."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import pytest
 from flax import nnx
 
 from hicra_jax.models import (Decoder, KVCache, ModelConfig, model_token_logprobs_and_entropy,
-                              token_logprobs_and_entropy)
+                              schema, token_logprobs_and_entropy)
 from hicra_jax.models.weights import build_model, flat_params
 
 CONFIG = ModelConfig(vocab_size=96, hidden_size=48, intermediate_size=64, num_layers=3,
@@ -165,3 +167,38 @@ def test_unpadded_fast_path_equals_explicit_all_true_mask(model):
   implicit = model(tokens)
   explicit = model(tokens, jnp.ones(tokens.shape, bool))
   np.testing.assert_allclose(implicit, explicit, rtol=1e-6, atol=1e-6)
+
+
+SCHEMA_CONFIGS = {
+    "llama_untied": dict(architecture="LlamaForCausalLM"),
+    "qwen2_bias_tied": dict(architecture="Qwen2ForCausalLM", qkv_bias=True, tie_embeddings=True),
+    "qwen3_qknorm": dict(architecture="Qwen3ForCausalLM", qk_norm=True),
+}
+
+
+@pytest.mark.parametrize("flags", SCHEMA_CONFIGS.values(), ids=SCHEMA_CONFIGS.keys())
+def test_schema_table_gives_the_decoder_its_parameters_and_count(flags):
+  cfg = ModelConfig(vocab_size=40, hidden_size=16, intermediate_size=24, num_layers=3,
+                    num_heads=4, num_kv_heads=2, head_dim=6, **flags)
+  abstract = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
+  shapes = {k: tuple(v.shape) for k, v in flat_params(abstract).items()}
+  assert shapes == schema.param_shapes(cfg)
+  assert ("lm_head" in shapes) is not cfg.tie_embeddings
+  assert ("layers.bq" in shapes) is cfg.qkv_bias and ("layers.q_norm" in shapes) is cfg.qk_norm
+  # num_params against the closed form: attention, MLP and two norms per layer,
+  # embeddings (once when tied) and the final norm.
+  d, f, h, q, k = 16, 24, 6, 4, 2
+  attn = 2 * d * h * (q + k) + (h * (q + 2 * k) if cfg.qkv_bias else 0) + (
+      2 * h if cfg.qk_norm else 0)
+  embed = 40 * d * (1 if cfg.tie_embeddings else 2)
+  assert cfg.num_params == 3 * (attn + 3 * d * f + 2 * d) + embed + d
+  assert cfg.num_params == sum(math.prod(s) for s in shapes.values())
+
+
+def test_schema_rows_are_consistent():
+  names = [t.name for t in schema.TENSORS]
+  assert len(names) == len(set(names)) == 17
+  for t in schema.TENSORS:
+    assert set(t.axes) <= set(schema.AXIS_SIZES), t.name
+    assert t.init in schema.INITS and t.layout in schema.HF_LAYOUTS, t.name
+    assert t.per_layer == (t.axes[0] == "layer") == ("{i}" in t.hf) == ("{i}" in t.gguf), t.name

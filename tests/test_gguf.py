@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -359,6 +360,17 @@ def test_unexpected_tensor(tmp_path):
   path = _write_gguf(tmp_path / "x.gguf", "llama", cfg, _random_state_dict("llama", cfg, tied=True),
                      extra_tensors=[extra])
   with pytest.raises(GGUFError, match=r"x\.gguf.*unexpected tensor 'blk\.0\.ffn_gate_exps"):
+    read_gguf(path)
+
+
+@pytest.mark.parametrize("bias", ["blk.0.attn_output.bias", "blk.0.ffn_gate.bias"])
+def test_tensor_without_a_decoder_parameter_is_rejected(tmp_path, bias):
+  """Output-projection and MLP biases: the decoder has no such parameter (schema table)."""
+  cfg = _TINY["llama"]
+  extra = (bias, np.zeros(cfg["hidden_size"], np.float32), None)
+  path = _write_gguf(tmp_path / "b.gguf", "llama", cfg, _random_state_dict("llama", cfg, tied=True),
+                     extra_tensors=[extra])
+  with pytest.raises(GGUFError, match=rf"b\.gguf.*unexpected tensor '{re.escape(bias)}'"):
     read_gguf(path)
 
 

@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from hicra_jax import sharding
-from hicra_jax.models import ModelConfig
-from jax.sharding import PartitionSpec as P
+from hicra_jax.models import ModelConfig, schema
 
 HERE = os.path.dirname(__file__)
 
@@ -75,6 +76,14 @@ def test_fewer_kv_heads_than_tensor_axis_replicates_kv():
   assert r["grad_diff"] <= 1e-5 * r["grad_scale"]
 
 
+@pytest.mark.slow
+def test_make_mesh_fills_the_rest_with_auto_axes(results_kv4):
+  rest = results_kv4["rest_mesh"]
+  assert rest["shape"] == {"data": 2, "fsdp": 2, "tensor": 2}
+  assert rest["devices"] == list(range(8))
+  assert all("Auto" in t for t in rest["axis_types"]), rest["axis_types"]
+
+
 def test_make_mesh_errors_name_the_axis():
   with pytest.raises(ValueError, match="tensor"):
     sharding.make_mesh(data=1, fsdp=1, tensor=0)
@@ -83,9 +92,7 @@ def test_make_mesh_errors_name_the_axis():
 
 
 def test_rules_cover_every_parameter():
-  import jax
   cfg = ModelConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1, num_heads=2,
                     num_kv_heads=1, head_dim=4, qkv_bias=True, architecture="Qwen2ForCausalLM")
   shardings = sharding.param_shardings(cfg, sharding.make_mesh(devices=jax.devices()[:1]))
-  from hicra_jax.models.decoder import param_shapes
-  assert set(shardings) == set(param_shapes(cfg))
+  assert set(shardings) == set(schema.param_shapes(cfg))

@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from hicra_jax.models import schema
+
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
@@ -71,16 +73,8 @@ class ModelConfig:
 
   @property
   def num_params(self) -> int:
-    """All parameters, tied embeddings counted once."""
-    d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
-    attn = d * hd * (self.num_heads + 2 * self.num_kv_heads) + self.num_heads * hd * d
-    if self.qkv_bias:
-      attn += hd * (self.num_heads + 2 * self.num_kv_heads)
-    if self.qk_norm:
-      attn += 2 * hd
-    layer = attn + 3 * d * f + 2 * d
-    embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-    return self.num_layers * layer + embed + d
+    """All parameters, tied embeddings counted once (the schema's tensors, models/schema.py)."""
+    return schema.num_params(self)
 
   # ---- Hugging Face config.json -------------------------------------------------
 

@@ -1,15 +1,10 @@
 """The decoder: one NNX module for Llama 3.x, Qwen2/2.5 and Qwen3 (flags of ModelConfig).
 
-Layer weights are stacked on a leading [L] axis and the layers run under
-`jax.lax.scan`, so compile time does not grow with depth. Parameter names and
-shapes (L layers, D hidden, Q query heads, K kv heads, H head_dim, F mlp, V vocab):
-
-  embed        [V, D]          final_norm [D]          lm_head [D, V] (untied only)
-  layers.attn_norm [L, D]      layers.mlp_norm [L, D]
-  layers.wq [L, D, Q, H]  layers.wk / wv [L, D, K, H]  layers.wo [L, Q, H, D]
-  layers.bq [L, Q, H]     layers.bk / bv [L, K, H]     (qkv_bias, Qwen2)
-  layers.q_norm / k_norm [L, H]                        (qk_norm, Qwen3)
-  layers.w_gate / w_up [L, D, F]   layers.w_down [L, F, D]
+Its parameters are the rows of the schema table (models/schema.py): `embed`
+[V, D], `final_norm` [D], `lm_head` [D, V] (untied only), and the per-layer
+tensors under `layers`, stacked on a leading [L] axis, e.g. `layers.wq`
+[L, D, Q, H]. The layers run under `jax.lax.scan`, so compile time does not
+grow with depth.
 """
 
 from __future__ import annotations
@@ -22,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hicra_jax.models import layers as L
+from hicra_jax.models import partition, schema
 from hicra_jax.models.config import ModelConfig
 
 REMAT_POLICIES = {
@@ -45,37 +41,13 @@ def resolve_dtype(dtype: Any) -> jnp.dtype:
   return dt
 
 
-def layer_param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Per-layer parameter shapes (without the leading [L] axis), flags applied."""
-  d, f, h = config.hidden_size, config.intermediate_size, config.head_dim
-  q, k = config.num_heads, config.num_kv_heads
-  shapes = {
-      "attn_norm": (d,), "wq": (d, q, h), "wk": (d, k, h), "wv": (d, k, h), "wo": (q, h, d),
-      "mlp_norm": (d,), "w_gate": (d, f), "w_up": (d, f), "w_down": (f, d),
-  }
-  if config.qkv_bias:
-    shapes.update(bq=(q, h), bk=(k, h), bv=(k, h))
-  if config.qk_norm:
-    shapes.update(q_norm=(h,), k_norm=(h,))
-  return shapes
-
-
-def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Flat 'a.b' name -> shape for every parameter of the decoder."""
-  shapes = {"embed": (config.vocab_size, config.hidden_size), "final_norm": (config.hidden_size,)}
-  if not config.tie_embeddings:
-    shapes["lm_head"] = (config.hidden_size, config.vocab_size)
-  for name, shape in layer_param_shapes(config).items():
-    shapes[f"layers.{name}"] = (config.num_layers, *shape)
-  return shapes
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
   """Per-layer keys/values for incremental decoding.
 
-  k, v: [L, N, S, K, H]; valid: bool[N, S] (slot holds a real token);
+  k, v: [L, N, S, K, H] (N = `batch` rows, S = `max_len` slots);
+  valid: bool[N, S] (slot holds a real token);
   index: i32[] next slot to write (shared by all rows: prompts are padded to a
   common length); next_position: i32[N] RoPE position of each row's next token.
   """
@@ -100,19 +72,17 @@ class KVCache:
 
 
 class Layers(nnx.Module):
-  """Holder of the stacked per-layer parameters ([L, ...] each)."""
+  """Holder of the stacked per-layer parameters ([L, ...] each; schema rows `layers.*`)."""
 
-  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, param_dtype):
-    init = nnx.initializers.normal(0.02)
-    for name, shape in layer_param_shapes(config).items():
-      full = (config.num_layers, *shape)
-      if name.endswith("norm"):
-        value = jnp.ones(full, param_dtype)
-      elif name.startswith("b"):
-        value = jnp.zeros(full, param_dtype)
-      else:
-        value = init(rngs.params(), full, param_dtype)
-      setattr(self, name, nnx.Param(value))
+
+def init_param(tensor: schema.Tensor, config: ModelConfig, rngs: nnx.Rngs, dtype) -> nnx.Param:
+  """A fresh parameter for a schema row: normal(INIT_STD), ones or zeros."""
+  shape = schema.shape(tensor, config)
+  if tensor.init == "ones":
+    return nnx.Param(jnp.ones(shape, dtype))
+  if tensor.init == "zeros":
+    return nnx.Param(jnp.zeros(shape, dtype))
+  return nnx.Param(nnx.initializers.normal(schema.INIT_STD)(rngs.params(), shape, dtype))
 
 
 class Decoder(nnx.Module):
@@ -121,8 +91,8 @@ class Decoder(nnx.Module):
   Static options: `compute_dtype` (activations and matmul inputs; params keep
   their own dtype and are cast on use), `attention_impl` ("xla" portable,
   "cudnn" flash on GPU), `remat` (one of REMAT_POLICIES, applied per layer),
-  `mesh` (optional jax Mesh: activations get sharding constraints, see
-  hicra_jax.sharding).
+  `mesh` (optional jax Mesh: activations keep their rows split over the batch
+  axes, models/partition.py; `hicra_jax.sharding.make_mesh` builds one).
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, param_dtype="float32",
@@ -137,13 +107,11 @@ class Decoder(nnx.Module):
     self.attention_impl = attention_impl
     self.remat = remat
     self.mesh = mesh
-    init = nnx.initializers.normal(0.02)
-    self.embed = nnx.Param(init(rngs.params(), (config.vocab_size, config.hidden_size), param_dtype))
-    self.layers = Layers(config, rngs=rngs, param_dtype=param_dtype)
-    self.final_norm = nnx.Param(jnp.ones((config.hidden_size,), param_dtype))
-    if not config.tie_embeddings:
-      self.lm_head = nnx.Param(init(rngs.params(), (config.hidden_size, config.vocab_size),
-                                    param_dtype))
+    self.layers = Layers()
+    # In table order: random draws come from `rngs` in that order.
+    for tensor in schema.tensors(config):
+      owner = self.layers if tensor.per_layer else self
+      setattr(owner, tensor.attr, init_param(tensor, config, rngs, param_dtype))
 
   # ---- public entry points ---------------------------------------------------
 
@@ -175,26 +143,26 @@ class Decoder(nnx.Module):
     unpadded = attention_mask is None
     if unpadded:
       attention_mask = jnp.ones((n, t), bool)
-    attention_mask = attention_mask.astype(bool)
+    mask_NxT = attention_mask.astype(bool)
     if cache is None:
-      positions = L.positions_from_mask(attention_mask)
+      positions_NxT = L.positions_from_mask(mask_NxT)
       # No padding: plain causal attention, which fused kernels do without a dense mask.
-      mask = None if unpadded else L.attention_mask(jnp.arange(t), attention_mask)
+      mask_NxTxS = None if unpadded else L.attention_mask(jnp.arange(t), mask_NxT)
     else:
-      positions = L.positions_from_mask(attention_mask, cache.next_position)
-      query_slots = cache.index + jnp.arange(t)
-      valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, (0, cache.index))
-      mask = L.attention_mask(query_slots, valid)
+      positions_NxT = L.positions_from_mask(mask_NxT, cache.next_position)
+      slots_T = cache.index + jnp.arange(t)
+      valid_NxS = jax.lax.dynamic_update_slice(cache.valid, mask_NxT, (0, cache.index))
+      mask_NxTxS = L.attention_mask(slots_T, valid_NxS)
 
-    x = jnp.take(self.embed[...], tokens_NxT, axis=0).astype(self.compute_dtype)
-    x = self._constrain(x, "activation")
+    x_NxTxD = jnp.take(self.embed[...], tokens_NxT, axis=0).astype(self.compute_dtype)
+    x_NxTxD = self._constrain_rows(x_NxTxD)
     layer_params = {name: var[...] for name, var in vars(self.layers).items()
                     if isinstance(var, nnx.Variable)}
-    layer = self._layer_fn(positions, mask, cache)
+    layer = self._layer_fn(positions_NxT, mask_NxTxS, cache)
     if self.remat != "none":
       layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     if cache is None:
-      x, _ = jax.lax.scan(lambda x, p: (layer(x, p, None)[0], None), x, layer_params)
+      x_NxTxD, _ = jax.lax.scan(lambda x, p: (layer(x, p, None)[0], None), x_NxTxD, layer_params)
       new_cache = None
     else:
       # The whole cache rides in the carry so each step updates one slot in
@@ -202,12 +170,13 @@ class Decoder(nnx.Module):
       def body(carry, p):
         x, kv = layer(carry[0], p, carry[1:])
         return (x, *kv), None
-      (x, ks, vs, _), _ = jax.lax.scan(body, (x, cache.k, cache.v, jnp.int32(0)), layer_params)
-      new_cache = KVCache(k=ks, v=vs, valid=valid, index=cache.index + t,
+      (x_NxTxD, k_LxNxSxKxH, v_LxNxSxKxH, _), _ = jax.lax.scan(
+          body, (x_NxTxD, cache.k, cache.v, jnp.int32(0)), layer_params)
+      new_cache = KVCache(k=k_LxNxSxKxH, v=v_LxNxSxKxH, valid=valid_NxS, index=cache.index + t,
                           next_position=cache.next_position
-                          + attention_mask.sum(axis=1, dtype=jnp.int32))
-    x = L.rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
-    return x, new_cache
+                          + mask_NxT.sum(axis=1, dtype=jnp.int32))
+    x_NxTxD = L.rms_norm(x_NxTxD, self.final_norm[...], cfg.rms_norm_eps)
+    return x_NxTxD, new_cache
 
   def decode(self, tokens_NxT, cache: KVCache, attention_mask=None):
     """Incremental step (prefill when T > 1): -> (logits f32[N, T, V], new cache)."""
@@ -216,11 +185,11 @@ class Decoder(nnx.Module):
 
   # ---- internals -------------------------------------------------------------
 
-  def _constrain(self, x, kind: str):
+  def _constrain_rows(self, x_NxTxD):
+    """With a mesh: rows N split over the batch axes (models/partition.py)."""
     if self.mesh is None:
-      return x
-    from hicra_jax import sharding  # local: sharding imports models for rules
-    return jax.lax.with_sharding_constraint(x, sharding.activation_sharding(self.mesh, kind, x.ndim))
+      return x_NxTxD
+    return jax.lax.with_sharding_constraint(x_NxTxD, partition.batch_sharding(self.mesh, 3))
 
   def _layer_fn(self, positions_NxT, mask_NxTxS, cache):
     cfg = self.config
@@ -228,41 +197,51 @@ class Decoder(nnx.Module):
     inv_freq = L.rope_inv_freq(cfg)
     attend = L.get_attention_fn(self.attention_impl)
     scale = cfg.head_dim ** -0.5
-    groups = cfg.num_heads // cfg.num_kv_heads
+    r = cfg.num_heads // cfg.num_kv_heads  # query heads per key/value head
     eps = cfg.rms_norm_eps
 
-    def layer(x, p, kv):
-      """One block. kv: None, or (k, v, layer index) with the full [L, ...] cache arrays."""
-      p = {k: v.astype(dtype) for k, v in p.items()}
-      n, t, _ = x.shape
-      h = L.rms_norm(x, p["attn_norm"], eps)
-      q = jnp.einsum("ntd,dqh->ntqh", h, p["wq"])
-      k = jnp.einsum("ntd,dkh->ntkh", h, p["wk"])
-      v = jnp.einsum("ntd,dkh->ntkh", h, p["wv"])
+    def layer(x_NxTxD, p, kv):
+      """One block. p: this layer's parameters (the `layers.*` schema rows without [L]).
+
+      kv: None, or (keys, values [L, N, S, K, H] of the whole cache, this layer's index).
+      """
+      p = {name: w.astype(dtype) for name, w in p.items()}
+      n, t, _ = x_NxTxD.shape
+      h_NxTxD = L.rms_norm(x_NxTxD, p["attn_norm"], eps)
+      q_NxTxQxH = jnp.einsum("ntd,dqh->ntqh", h_NxTxD, p["wq"])
+      k_NxTxKxH = jnp.einsum("ntd,dkh->ntkh", h_NxTxD, p["wk"])
+      v_NxTxKxH = jnp.einsum("ntd,dkh->ntkh", h_NxTxD, p["wv"])
       if cfg.qkv_bias:
-        q, k, v = q + p["bq"], k + p["bk"], v + p["bv"]
+        q_NxTxQxH, k_NxTxKxH, v_NxTxKxH = (q_NxTxQxH + p["bq"], k_NxTxKxH + p["bk"],
+                                           v_NxTxKxH + p["bv"])
       if cfg.qk_norm:
-        q = L.rms_norm(q, p["q_norm"], eps)
-        k = L.rms_norm(k, p["k_norm"], eps)
-      q = L.apply_rope(q, positions_NxT, inv_freq)
-      k = L.apply_rope(k, positions_NxT, inv_freq)
-      if kv is not None:
+        q_NxTxQxH = L.rms_norm(q_NxTxQxH, p["q_norm"], eps)
+        k_NxTxKxH = L.rms_norm(k_NxTxKxH, p["k_norm"], eps)
+      q_NxTxQxH = L.apply_rope(q_NxTxQxH, positions_NxT, inv_freq)
+      k_NxTxKxH = L.apply_rope(k_NxTxKxH, positions_NxT, inv_freq)
+      if kv is None:  # the T positions attend to each other: S = T
+        k_NxSxKxH, v_NxSxKxH = k_NxTxKxH, v_NxTxKxH
+      else:
         cache_k, cache_v, li = kv
         start = (li, 0, cache.index, 0, 0)
-        cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], start)
-        cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], start)
-        k = jax.lax.dynamic_index_in_dim(cache_k, li, keepdims=False).astype(dtype)
-        v = jax.lax.dynamic_index_in_dim(cache_v, li, keepdims=False).astype(dtype)
+        cache_k = jax.lax.dynamic_update_slice(cache_k, k_NxTxKxH.astype(cache_k.dtype)[None],
+                                               start)
+        cache_v = jax.lax.dynamic_update_slice(cache_v, v_NxTxKxH.astype(cache_v.dtype)[None],
+                                               start)
+        k_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_k, li, keepdims=False).astype(dtype)
+        v_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_v, li, keepdims=False).astype(dtype)
         kv = (cache_k, cache_v, li + 1)
-      q = q.reshape(n, t, cfg.num_kv_heads, groups, cfg.head_dim)
-      out = attend(q, k, v, mask_NxTxS, scale).reshape(n, t, cfg.num_heads, cfg.head_dim)
-      x = x + jnp.einsum("ntqh,qhd->ntd", out, p["wo"])
-      x = self._constrain(x, "activation")
-      h = L.rms_norm(x, p["mlp_norm"], eps)
-      gate = jnp.einsum("ntd,df->ntf", h, p["w_gate"])
-      up = jnp.einsum("ntd,df->ntf", h, p["w_up"])
-      x = x + jnp.einsum("ntf,fd->ntd", jax.nn.silu(gate) * up, p["w_down"])
-      x = self._constrain(x, "activation")
-      return x, kv
+      q_NxTxKxRxH = q_NxTxQxH.reshape(n, t, cfg.num_kv_heads, r, cfg.head_dim)
+      out_NxTxQxH = attend(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale).reshape(
+          n, t, cfg.num_heads, cfg.head_dim)
+      x_NxTxD = x_NxTxD + jnp.einsum("ntqh,qhd->ntd", out_NxTxQxH, p["wo"])
+      x_NxTxD = self._constrain_rows(x_NxTxD)
+      h_NxTxD = L.rms_norm(x_NxTxD, p["mlp_norm"], eps)
+      gate_NxTxF = jnp.einsum("ntd,df->ntf", h_NxTxD, p["w_gate"])
+      up_NxTxF = jnp.einsum("ntd,df->ntf", h_NxTxD, p["w_up"])
+      x_NxTxD = x_NxTxD + jnp.einsum("ntf,fd->ntd", jax.nn.silu(gate_NxTxF) * up_NxTxF,
+                                     p["w_down"])
+      x_NxTxD = self._constrain_rows(x_NxTxD)
+      return x_NxTxD, kv
 
     return layer

@@ -4,6 +4,9 @@ A GGUF file is turned into what a Hugging Face model directory would hold: a
 `config.json`-style dict (`LlamaForCausalLM`, `Qwen2ForCausalLM` or
 `Qwen3ForCausalLM`) and a state dict keyed by HF tensor names, float32 numpy
 arrays in torch layout `[out, in]`, so the HF safetensors loader can consume it.
+The tensors are exactly the decoder's (GGUF and HF names from the schema table,
+models/schema.py); a file with others (e.g. MLP or output-projection biases)
+is rejected with the tensor's name.
 
 What the conversion undoes, following transformers' own GGUF loader
 (`transformers/modeling_gguf_pytorch_utils.py`):
@@ -38,7 +41,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import gguf
 import numpy as np
+
+from hicra_jax.models import schema
+from hicra_jax.models.config import ModelConfig
 
 SUPPORTED_GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 _HF_ARCHITECTURE = {
@@ -48,47 +55,16 @@ _HF_ARCHITECTURE = {
 }
 _GGUF_MAGIC = b"GGUF"
 
-# GGUF tensor name -> HF tensor name (same table as gguf-py's TensorNameMap for
-# these architectures, which transformers uses in reverse).
-_GLOBAL_NAMES = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "attn_q.bias": "self_attn.q_proj.bias",
-    "attn_k.bias": "self_attn.k_proj.bias",
-    "attn_v.bias": "self_attn.v_proj.bias",
-    "attn_output.bias": "self_attn.o_proj.bias",
-    "attn_q_norm.weight": "self_attn.q_norm.weight",
-    "attn_k_norm.weight": "self_attn.k_norm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-    "ffn_gate.bias": "mlp.gate_proj.bias",
-    "ffn_up.bias": "mlp.up_proj.bias",
-    "ffn_down.bias": "mlp.down_proj.bias",
-}
+# GGUF tensor name -> HF tensor name, from the schema table (the same names as
+# gguf-py's TensorNameMap for these architectures, which transformers uses in
+# reverse): the global tensors, and the per-layer suffixes after "blk.N.".
+_GLOBAL_NAMES, _LAYER_NAMES = schema.gguf_to_hf_names()
 _ROPE_FREQS = "rope_freqs.weight"
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
 class GGUFError(ValueError):
   """A GGUF file that cannot be read or converted to Hugging Face conventions."""
-
-
-def _gguf_module():
-  try:
-    import gguf  # pylint: disable=import-outside-toplevel
-  except ImportError as e:  # pragma: no cover - gguf is a declared dependency
-    raise ImportError("reading .gguf files needs the `gguf` package: pip install gguf") from e
-  return gguf
 
 
 def _open_reader(path: str):
@@ -100,7 +76,6 @@ def _open_reader(path: str):
   if magic != _GGUF_MAGIC:
     raise GGUFError(f"{path!r} is not a GGUF file: it starts with {magic!r}, "
                     f"expected {_GGUF_MAGIC!r}")
-  gguf = _gguf_module()
   try:
     reader = gguf.GGUFReader(path)
   except (ValueError, IndexError, KeyError, TypeError, OverflowError) as e:
@@ -118,7 +93,6 @@ def _open_reader(path: str):
 def _field_value(field) -> Any:
   """Scalar or string value of a metadata field; floats stored as float32 are
   rounded to their shortest decimal form (1e-05, not 9.999999747378752e-06)."""
-  gguf = _gguf_module()
   value = field.contents()
   if field.types and field.types[0] == gguf.GGUFValueType.FLOAT32:
     value = float(str(np.float32(value)))
@@ -127,7 +101,6 @@ def _field_value(field) -> Any:
 
 def _read_metadata(reader) -> dict[str, Any]:
   """All metadata fields except arrays (token lists, merges, ...)."""
-  gguf = _gguf_module()
   meta = {}
   for key, field in reader.fields.items():
     if key.startswith("GGUF.") or not field.types:
@@ -254,7 +227,8 @@ class GGUFCheckpoint:
         m = _LAYER_RE.match(name)
         if not m or m.group(2) not in _LAYER_NAMES:
           raise GGUFError(f"{self.path!r}: unexpected tensor {name!r} for GGUF architecture "
-                          f"{self.architecture!r}; this reader knows {sorted(_GLOBAL_NAMES)} and "
+                          f"{self.architecture!r} (the decoder has no such parameter); this "
+                          f"reader knows {sorted(_GLOBAL_NAMES)} and "
                           f"blk.N.{{{', '.join(sorted(_LAYER_NAMES))}}}")
         mapping[f"model.layers.{int(m.group(1))}.{_LAYER_NAMES[m.group(2)]}"] = name
     return mapping
@@ -316,7 +290,7 @@ class GGUFCheckpoint:
     if arch != "qwen2":  # Qwen2 always has q/k/v biases and no `attention_bias` flag.
       config["attention_bias"] = "blk.0.attn_q.bias" in self._tensors
     if arch == "llama":
-      config["mlp_bias"] = "blk.0.ffn_gate.bias" in self._tensors
+      config["mlp_bias"] = False  # MLP bias tensors are rejected above: the decoder has none
     rope_scaling = self._rope_scaling(rope_theta, head_dim)
     if rope_scaling is not None:
       config["rope_scaling"] = rope_scaling
@@ -350,41 +324,19 @@ class GGUFCheckpoint:
   # ---- tensors -------------------------------------------------------------
 
   def _expected_shapes(self) -> dict[str, tuple[int, ...]]:
-    c = self.config
-    d, f, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
-    hd = c["head_dim"]
-    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
-    layer = {
-        "input_layernorm.weight": (d,),
-        "post_attention_layernorm.weight": (d,),
-        "self_attn.q_proj.weight": (q, d),
-        "self_attn.k_proj.weight": (kv, d),
-        "self_attn.v_proj.weight": (kv, d),
-        "self_attn.o_proj.weight": (d, q),
-        "mlp.gate_proj.weight": (f, d),
-        "mlp.up_proj.weight": (f, d),
-        "mlp.down_proj.weight": (d, f),
-    }
-    if self.architecture == "qwen2" or c.get("attention_bias"):
-      layer.update({"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,),
-                    "self_attn.v_proj.bias": (kv,)})
-    if c.get("attention_bias"):
-      layer["self_attn.o_proj.bias"] = (d,)
-    if self.architecture == "qwen3":
-      layer.update({"self_attn.q_norm.weight": (hd,), "self_attn.k_norm.weight": (hd,)})
-    if c.get("mlp_bias"):
-      layer.update({"mlp.gate_proj.bias": (f,), "mlp.up_proj.bias": (f,),
-                    "mlp.down_proj.bias": (d,)})
-    shapes = {"model.embed_tokens.weight": (v, d), "model.norm.weight": (d,)}
-    if not c["tie_word_embeddings"]:
-      shapes["lm_head.weight"] = (v, d)
-    for i in range(c["num_hidden_layers"]):
-      for name, shape in layer.items():
-        shapes[f"model.layers.{i}.{name}"] = shape
+    """HF name -> HF shape of every tensor the decoder has under this file's config."""
+    try:
+      config = ModelConfig.from_hf(self.config)
+    except ValueError as e:
+      raise GGUFError(f"{self.path!r}: {e}") from e
+    shapes = {}
+    for tensor in schema.tensors(config):
+      full = schema.shape(tensor, config)
+      hf = schema.hf_shape(tensor.layout, full[1:] if tensor.per_layer else full)
+      shapes.update((name, hf) for name in schema.hf_names(tensor, config))
     return shapes
 
   def _check_tensors(self) -> None:
-    gguf = _gguf_module()
     integer_types = {gguf.GGMLQuantizationType[t] for t in ("I8", "I16", "I32", "I64")}
     for name, tensor in self._tensors.items():
       if tensor.tensor_type in integer_types:
@@ -410,7 +362,6 @@ class GGUFCheckpoint:
     return list(self._names)
 
   def _dequantize(self, gguf_name: str) -> np.ndarray:
-    gguf = _gguf_module()
     tensor = self._tensors[gguf_name]
     qtype = tensor.tensor_type
     try:

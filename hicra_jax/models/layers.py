@@ -1,7 +1,8 @@
 """Pure building blocks of the decoder: RMSNorm, RoPE, attention, masks.
 
-Shape suffixes: N batch rows, T query tokens, S key slots, D hidden, K kv heads,
-G query heads per kv head, H head_dim.
+Shape letters (the legend in hicra_jax/__init__.py): N rows, T query positions,
+S key slots, D model width, Q query heads, K key/value heads, R query heads
+per key/value head, H head dimension.
 """
 
 from __future__ import annotations
@@ -46,15 +47,18 @@ def rope_inv_freq(config: ModelConfig) -> jnp.ndarray:
   return inv_freq
 
 
-def apply_rope(x_NxTxHxD, positions_NxT, inv_freq):
-  """Rotate-half RoPE (the HF layout): x * cos + rotate_half(x) * sin, computed in float32."""
+def apply_rope(heads, positions_NxT, inv_freq):
+  """Rotate-half RoPE (the HF layout): x * cos + rotate_half(x) * sin, computed in float32.
+
+  heads: queries [N, T, Q, H] or keys [N, T, K, H]; inv_freq: f32[H/2].
+  """
   angles = positions_NxT.astype(jnp.float32)[..., None] * inv_freq  # [N, T, H/2]
   cos = jnp.cos(angles)[:, :, None, :]
   sin = jnp.sin(angles)[:, :, None, :]
-  x = x_NxTxHxD.astype(jnp.float32)
+  x = heads.astype(jnp.float32)
   x1, x2 = jnp.split(x, 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_NxTxHxD.dtype)
+  return out.astype(heads.dtype)
 
 
 def positions_from_mask(mask_NxT, offset_N=None):
@@ -77,32 +81,32 @@ def attention_mask(query_slots_T, key_valid_NxS):
   return (causal[None] & key_valid_NxS[:, None, :]) | self_slot[None]
 
 
-def xla_attention(q_NxTxKxGxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
-  """Portable grouped-query attention; softmax in float32.
+def xla_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
+  """Portable grouped-query attention; softmax in float32. -> [N, T, K, R, H].
 
   mask_NxTxS None means plain causal attention over unpadded rows (T == S).
   """
-  logits = jnp.einsum("ntkgh,nskh->nkgts", q_NxTxKxGxH, k_NxSxKxH,
+  logits = jnp.einsum("ntkrh,nskh->nkrts", q_NxTxKxRxH, k_NxSxKxH,
                       preferred_element_type=jnp.float32) * scale
   if mask_NxTxS is None:
     t, s = logits.shape[-2:]
     mask_NxTxS = jnp.tril(jnp.ones((t, s), bool))[None]
   logits = jnp.where(mask_NxTxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(v_NxSxKxH.dtype)
-  return jnp.einsum("nkgts,nskh->ntkgh", probs, v_NxSxKxH)
+  return jnp.einsum("nkrts,nskh->ntkrh", probs, v_NxSxKxH)
 
 
-def cudnn_attention(q_NxTxKxGxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
-  """cuDNN flash attention through jax.nn.dot_product_attention (GPU, bf16/fp16).
+def cudnn_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
+  """cuDNN flash attention via jax.nn.dot_product_attention (GPU, bf16/fp16). -> [N, T, K, R, H].
 
   mask_NxTxS None selects cuDNN's built-in causal mask (no dense mask tensor).
   """
-  n, t, kh, g, h = q_NxTxKxGxH.shape
-  q = q_NxTxKxGxH.reshape(n, t, kh * g, h)
+  n, t, k, r, h = q_NxTxKxRxH.shape
+  q_NxTxQxH = q_NxTxKxRxH.reshape(n, t, k * r, h)
   mask = None if mask_NxTxS is None else mask_NxTxS[:, None]
-  out = jax.nn.dot_product_attention(q, k_NxSxKxH, v_NxSxKxH, mask=mask, scale=scale,
+  out = jax.nn.dot_product_attention(q_NxTxQxH, k_NxSxKxH, v_NxSxKxH, mask=mask, scale=scale,
                                      is_causal=mask is None, implementation="cudnn")
-  return out.reshape(n, t, kh, g, h)
+  return out.reshape(n, t, k, r, h)
 
 
 def get_attention_fn(name: str) -> Callable:

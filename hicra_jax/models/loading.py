@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from hicra_jax.models import weights
+from hicra_jax.models import partition, weights
 from hicra_jax.models.config import ModelConfig
 from hicra_jax.models.decoder import Decoder
+from hicra_jax.models.gguf import read_gguf
 
 
 def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
@@ -18,7 +19,7 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
       index), or a .gguf file (dequantized to `dtype`).
     dtype: parameter dtype, "float32" or "bfloat16".
     mesh: optional jax Mesh; each parameter is placed with its sharding
-      (hicra_jax.sharding rules) as it is read.
+      (models/partition.py rules) as it is read.
     **options: Decoder options (compute_dtype, attention_impl, remat).
   Returns:
     (model, config).
@@ -27,7 +28,6 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
   if path.endswith(".gguf"):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"GGUF file {path!r} does not exist")
-    from hicra_jax.models.gguf import read_gguf
     hf_config, tensors = read_gguf(path)
     config = ModelConfig.from_hf(hf_config)
     source = weights.DictSource(tensors, path)
@@ -37,10 +37,7 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
   else:
     raise FileNotFoundError(
         f"model path {path!r} is neither a Hugging Face model directory nor a .gguf file")
-  shardings = None
-  if mesh is not None:
-    from hicra_jax import sharding
-    shardings = sharding.param_shardings(config, mesh)
+  shardings = None if mesh is None else partition.param_shardings(config, mesh)
   params = weights.load_params(source, config, dtype=dtype, shardings=shardings)
   model = weights.build_model(config, params, param_dtype=dtype, mesh=mesh, **options)
   return model, config

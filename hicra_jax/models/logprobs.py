@@ -35,25 +35,26 @@ def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=
   rows = n * t
   num_chunks = -(-rows // chunk_size)
   pad = num_chunks * chunk_size - rows
-  h = jnp.pad(hidden_NxTxD.reshape(rows, d), ((0, pad), (0, 0)))
-  y = jnp.pad(targets_NxT.reshape(rows), (0, pad))
-  h = h.reshape(num_chunks, chunk_size, d)
-  y = y.reshape(num_chunks, chunk_size)
+  # The N*T flattened rows in chunks: hidden [chunks, chunk_size, D], targets [chunks, chunk_size]
+  hidden_chunks = jnp.pad(hidden_NxTxD.reshape(rows, d), ((0, pad), (0, 0))).reshape(
+      num_chunks, chunk_size, d)
+  target_chunks = jnp.pad(targets_NxT.reshape(rows), (0, pad)).reshape(num_chunks, chunk_size)
   inv_temp = 1.0 / jnp.asarray(temperature, jnp.float32)
 
   @jax.checkpoint
-  def chunk(h_CxD, y_C):
-    logits = jnp.einsum("cd,dv->cv", h_CxD, head_DxV.astype(h_CxD.dtype),
+  def chunk(hidden, targets):
+    """[chunk_size, D], i32[chunk_size] -> (logprobs, entropy) f32[chunk_size] each."""
+    logits = jnp.einsum("cd,dv->cv", hidden, head_DxV.astype(hidden.dtype),
                         preferred_element_type=jnp.float32) * inv_temp
     logp = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
-    target = jnp.take_along_axis(logp, y_C[:, None], axis=-1)[:, 0]
+    target = jnp.take_along_axis(logp, targets[:, None], axis=-1)[:, 0]
     entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
     return target, entropy
 
   def body(carry, xs):
     return carry, chunk(*xs)
 
-  _, (logprobs, entropy) = jax.lax.scan(body, None, (h, y))
+  _, (logprobs, entropy) = jax.lax.scan(body, None, (hidden_chunks, target_chunks))
   logprobs = logprobs.reshape(-1)[:rows].reshape(n, t)
   entropy = entropy.reshape(-1)[:rows].reshape(n, t)
   return logprobs, entropy

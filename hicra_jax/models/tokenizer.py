@@ -7,8 +7,12 @@ fetched from the hub and no remote code is ever run.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+import gguf
+
+if TYPE_CHECKING:
+  from transformers import PreTrainedTokenizerFast
 
 TOKENIZER_JSON = "tokenizer.json"
 # Vocabulary files from which transformers can build a fast tokenizer without tokenizer.json
@@ -55,6 +59,7 @@ def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
 
 def _load_dir(directory: str) -> PreTrainedTokenizerFast:
   """Loads a folder; tokenizer.json is used as is, without model-specific tokenizer classes."""
+  from transformers import AutoTokenizer, PreTrainedTokenizerFast  # heavy (~3 s): on first load
   if os.path.isfile(os.path.join(directory, TOKENIZER_JSON)):
     # PreTrainedTokenizerFast reads tokenizer.json verbatim (plus tokenizer_config.json,
     # special_tokens_map.json and chat_template.jinja when present), so the ids are
@@ -81,6 +86,7 @@ def _load_gguf(path: str) -> PreTrainedTokenizerFast:
   # reads the tokenizer metadata; AutoTokenizer also parses the whole file to build a model
   # config (seconds rather than a fraction of one for SmolLM2-135M), then builds the same
   # tokenizer.
+  from transformers import PreTrainedTokenizerFast  # heavy (~3 s): on first load
   tokenizer = PreTrainedTokenizerFast.from_pretrained(
       os.path.dirname(path), gguf_file=os.path.basename(path), local_files_only=True)
   tokenizer = _check_fast(tokenizer, path)
@@ -95,9 +101,7 @@ def _load_gguf(path: str) -> PreTrainedTokenizerFast:
 
 def _gguf_chat_template(path: str) -> str | None:
   """Returns the `tokenizer.chat_template` string of a GGUF file's metadata, or None."""
-  from gguf import GGUFReader  # pylint: disable=import-outside-toplevel
-
-  field = GGUFReader(path).fields.get(_GGUF_CHAT_TEMPLATE_KEY)
+  field = gguf.GGUFReader(path).fields.get(_GGUF_CHAT_TEMPLATE_KEY)
   if field is None:
     return None
   value = field.contents()
@@ -105,6 +109,7 @@ def _gguf_chat_template(path: str) -> str | None:
 
 
 def _check_fast(tokenizer: object, source: str) -> PreTrainedTokenizerFast:
+  from transformers import PreTrainedTokenizerFast  # heavy (~3 s): on first load
   if not isinstance(tokenizer, PreTrainedTokenizerFast):
     raise TypeError(
         f"transformers built a {type(tokenizer).__name__} from {source!r}, expected a fast "

@@ -1,76 +1,30 @@
-"""Hugging Face weights in and out, through one declarative name table.
+"""Hugging Face weights in and out, through the schema table (models/schema.py).
 
-Each row of `WEIGHT_TABLE` maps one of our parameters to an HF tensor name and
-names the layout transform between them; loading and saving both read the
-table, so they cannot drift apart.
+Each schema row names one of our parameters' HF tensor and the layout
+transform between them; loading and saving both read the table, so they
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Iterable, NamedTuple
+from typing import Iterable
 
 import jax
+import ml_dtypes
 import numpy as np
 from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
+from hicra_jax.models import schema
 from hicra_jax.models.config import ModelConfig
-from hicra_jax.models.decoder import Decoder, param_shapes, resolve_dtype
+from hicra_jax.models.decoder import Decoder, resolve_dtype
 
 
 class WeightError(ValueError):
   """A weight file or tensor does not match what the model expects."""
-
-
-class Row(NamedTuple):
-  ours: str       # our parameter name ("layers.x" rows are per layer, stacked on [L])
-  hf: str         # HF name; "{i}" is the layer index
-  layout: str     # a key of LAYOUTS
-  when: str = ""  # ModelConfig flag that must be true ("!flag": must be false)
-
-
-WEIGHT_TABLE = (
-    Row("embed", "model.embed_tokens.weight", "same"),
-    Row("final_norm", "model.norm.weight", "same"),
-    Row("lm_head", "lm_head.weight", "linear", "!tie_embeddings"),
-    Row("layers.attn_norm", "model.layers.{i}.input_layernorm.weight", "same"),
-    Row("layers.mlp_norm", "model.layers.{i}.post_attention_layernorm.weight", "same"),
-    Row("layers.wq", "model.layers.{i}.self_attn.q_proj.weight", "heads_in"),
-    Row("layers.wk", "model.layers.{i}.self_attn.k_proj.weight", "heads_in"),
-    Row("layers.wv", "model.layers.{i}.self_attn.v_proj.weight", "heads_in"),
-    Row("layers.wo", "model.layers.{i}.self_attn.o_proj.weight", "heads_out"),
-    Row("layers.bq", "model.layers.{i}.self_attn.q_proj.bias", "heads_bias", "qkv_bias"),
-    Row("layers.bk", "model.layers.{i}.self_attn.k_proj.bias", "heads_bias", "qkv_bias"),
-    Row("layers.bv", "model.layers.{i}.self_attn.v_proj.bias", "heads_bias", "qkv_bias"),
-    Row("layers.q_norm", "model.layers.{i}.self_attn.q_norm.weight", "same", "qk_norm"),
-    Row("layers.k_norm", "model.layers.{i}.self_attn.k_norm.weight", "same", "qk_norm"),
-    Row("layers.w_gate", "model.layers.{i}.mlp.gate_proj.weight", "linear"),
-    Row("layers.w_up", "model.layers.{i}.mlp.up_proj.weight", "linear"),
-    Row("layers.w_down", "model.layers.{i}.mlp.down_proj.weight", "linear"),
-)
-
-# layout -> (HF -> ours, ours -> HF), given our per-layer shape.
-LAYOUTS: dict[str, tuple[Callable, Callable]] = {
-    "same": (lambda x, s: x, lambda x: x),
-    "linear": (lambda x, s: x.T, lambda x: x.T),                       # [out, in] <-> [in, out]
-    "heads_in": (lambda x, s: x.T.reshape(s), lambda x: x.reshape(x.shape[0], -1).T),
-    "heads_out": (lambda x, s: x.T.reshape(s), lambda x: x.reshape(-1, x.shape[-1]).T),
-    "heads_bias": (lambda x, s: x.reshape(s), lambda x: x.reshape(-1)),
-}
-
-
-def active_rows(config: ModelConfig) -> list[Row]:
-  def on(row: Row) -> bool:
-    if not row.when:
-      return True
-    flag = row.when.lstrip("!")
-    return bool(getattr(config, flag)) != row.when.startswith("!")
-  return [r for r in WEIGHT_TABLE if on(r)]
-
-
-def hf_shape(layout: str, our_shape: tuple[int, ...]) -> tuple[int, ...]:
-  return LAYOUTS[layout][1](np.empty(our_shape, np.uint8)).shape
 
 
 # ---- reading -----------------------------------------------------------------
@@ -80,7 +34,6 @@ class SafetensorsSource:
   """Lazy tensor reader over a HF directory (model.safetensors or a sharded index)."""
 
   def __init__(self, directory: str):
-    from safetensors import safe_open
     index = os.path.join(directory, "model.safetensors.index.json")
     single = os.path.join(directory, "model.safetensors")
     if os.path.isfile(index):
@@ -133,19 +86,19 @@ class DictSource:
     return self._tensors[name]
 
 
-def _read(source, row: Row, config: ModelConfig, shape: tuple[int, ...], dtype) -> np.ndarray:
-  to_ours = LAYOUTS[row.layout][0]
-  per_layer = shape[1:] if row.ours.startswith("layers.") else shape
-  names = ([row.hf.format(i=i) for i in range(config.num_layers)]
-           if row.ours.startswith("layers.") else [row.hf])
-  out = np.empty(shape, dtype)
-  for i, name in enumerate(names):
-    tensor = source.get(name)
-    expected = hf_shape(row.layout, per_layer)
-    if tuple(tensor.shape) != expected:
-      raise WeightError(f"tensor {name!r} has shape {tuple(tensor.shape)}, expected {expected}")
-    value = to_ours(np.asarray(tensor), per_layer).astype(dtype)
-    if len(names) > 1:
+def _read(source, tensor: schema.Tensor, config: ModelConfig, dtype) -> np.ndarray:
+  """Our full array of `tensor` (per-layer tensors stacked on [L]) from its HF tensor(s)."""
+  to_ours = schema.HF_LAYOUTS[tensor.layout][0]
+  full = schema.shape(tensor, config)
+  ours = full[1:] if tensor.per_layer else full
+  expected = schema.hf_shape(tensor.layout, ours)
+  out = np.empty(full, dtype)
+  for i, name in enumerate(schema.hf_names(tensor, config)):
+    hf = source.get(name)
+    if tuple(hf.shape) != expected:
+      raise WeightError(f"tensor {name!r} has shape {tuple(hf.shape)}, expected {expected}")
+    value = to_ours(np.asarray(hf), ours).astype(dtype)
+    if tensor.per_layer:
       out[i] = value
     else:
       out[...] = value
@@ -155,12 +108,12 @@ def _read(source, row: Row, config: ModelConfig, shape: tuple[int, ...], dtype) 
 def load_params(source, config: ModelConfig, *, dtype="float32", shardings=None) -> dict:
   """{our name: jax.Array} from a tensor source, cast to `dtype`, placed with `shardings`."""
   np_dtype = np.dtype(resolve_dtype(dtype))
-  shapes = param_shapes(config)
   params = {}
-  for row in active_rows(config):
-    value = _read(source, row, config, shapes[row.ours], np_dtype)
-    sharding = shardings.get(row.ours) if shardings else None
-    params[row.ours] = jax.device_put(value, sharding) if sharding else jax.numpy.asarray(value)
+  for tensor in schema.tensors(config):
+    value = _read(source, tensor, config, np_dtype)
+    sharding = shardings.get(tensor.name) if shardings else None
+    params[tensor.name] = (jax.device_put(value, sharding) if sharding
+                           else jax.numpy.asarray(value))
   return params
 
 
@@ -208,21 +161,17 @@ def to_hf_state_dict(model: Decoder) -> dict[str, np.ndarray]:
   config = model.config
   params = flat_params(model)
   out = {}
-  for row in active_rows(config):
-    to_hf = LAYOUTS[row.layout][1]
-    value = np.asarray(jax.device_get(params[row.ours]))
-    if row.ours.startswith("layers."):
-      for i in range(config.num_layers):
-        out[row.hf.format(i=i)] = np.ascontiguousarray(to_hf(value[i]))
-    else:
-      out[row.hf] = np.ascontiguousarray(to_hf(value))
+  for tensor in schema.tensors(config):
+    to_hf = schema.HF_LAYOUTS[tensor.layout][1]
+    value = np.asarray(jax.device_get(params[tensor.name]))
+    per_layer = value if tensor.per_layer else value[None]
+    for name, layer_value in zip(schema.hf_names(tensor, config), per_layer):
+      out[name] = np.ascontiguousarray(to_hf(layer_value))
   return out
 
 
 def save_pretrained(model: Decoder, config: ModelConfig, path: str) -> None:
   """Write config.json + model.safetensors that transformers' from_pretrained loads."""
-  import ml_dtypes
-  from safetensors.numpy import save_file
   os.makedirs(path, exist_ok=True)
   tensors = to_hf_state_dict(model)
   hf_config = config.to_hf()

@@ -1,0 +1,163 @@
+"""The decoder's parameters, declared once.
+
+Each row of `TENSORS` is one parameter tensor: its name in the decoder, its
+logical axes (which give both its shape and its sharding), its initializer,
+its Hugging Face safetensors name and layout, its GGUF (llama.cpp) name, and
+the ModelConfig flag it exists under. Everything else is derived from this
+table: the decoder's parameters (`Decoder.__init__`), their partition specs
+(`models/partition.py`, `hicra_jax.sharding`), HF load and save
+(`models/weights.py`), GGUF name mapping and shape checks (`models/gguf.py`)
+and `ModelConfig.num_params`.
+
+Rows are in data-flow order; the decoder initializes them in this order, so
+the random init of a seed depends on it.
+
+This module imports no other hicra_jax module (config.py imports it for
+`num_params`); `config` arguments are ModelConfig instances.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+# Logical axis -> the ModelConfig field that sizes it (legend letter in the comment).
+AXIS_SIZES = {
+    "vocab": "vocab_size",          # V
+    "embed": "hidden_size",         # D, split over "fsdp"
+    "norm": "hidden_size",          # D of a norm scale (kept whole)
+    "q_heads": "num_heads",         # Q
+    "kv_heads": "num_kv_heads",     # K
+    "head_dim": "head_dim",         # H
+    "mlp": "intermediate_size",     # F
+    "layer": "num_layers",          # L
+}
+INITS = ("normal", "ones", "zeros")  # normal: std INIT_STD
+INIT_STD = 0.02
+LAYER_PREFIX = "layers."      # our per-layer tensors: "layers.x", stacked on a leading [L] axis
+HF_LAYER = "model.layers.{i}."  # HF per-layer names start with this ({i}: the layer index)
+GGUF_LAYER = "blk.{i}."        # GGUF per-layer names start with this
+
+
+class Tensor(NamedTuple):
+  name: str              # our flat name; LAYER_PREFIX names are stacked on [L]
+  axes: tuple[str, ...]  # one logical axis (a key of AXIS_SIZES) per dimension
+  init: str              # one of INITS
+  hf: str                # HF safetensors name; "{i}" is the layer index
+  layout: str            # a key of HF_LAYOUTS: the HF tensor's layout relative to ours
+  gguf: str              # GGUF name; "{i}" is the layer (blk) index
+  when: str = ""         # ModelConfig flag that must be true ("!flag": false); "" always
+
+  @property
+  def per_layer(self) -> bool:
+    return self.name.startswith(LAYER_PREFIX)
+
+  @property
+  def attr(self) -> str:
+    """The attribute name on its module (the Decoder, or its `layers` holder)."""
+    return self.name.removeprefix(LAYER_PREFIX)
+
+
+_L = LAYER_PREFIX
+_HF_ATTN, _HF_MLP = HF_LAYER + "self_attn.", HF_LAYER + "mlp."
+
+TENSORS = (
+    Tensor("embed", ("vocab", "embed"), "normal",
+           "model.embed_tokens.weight", "same", "token_embd.weight"),
+    Tensor(_L + "attn_norm", ("layer", "norm"), "ones",
+           HF_LAYER + "input_layernorm.weight", "same", "blk.{i}.attn_norm.weight"),
+    Tensor(_L + "wq", ("layer", "embed", "q_heads", "head_dim"), "normal",
+           _HF_ATTN + "q_proj.weight", "heads_in", "blk.{i}.attn_q.weight"),
+    Tensor(_L + "wk", ("layer", "embed", "kv_heads", "head_dim"), "normal",
+           _HF_ATTN + "k_proj.weight", "heads_in", "blk.{i}.attn_k.weight"),
+    Tensor(_L + "wv", ("layer", "embed", "kv_heads", "head_dim"), "normal",
+           _HF_ATTN + "v_proj.weight", "heads_in", "blk.{i}.attn_v.weight"),
+    Tensor(_L + "wo", ("layer", "q_heads", "head_dim", "embed"), "normal",
+           _HF_ATTN + "o_proj.weight", "heads_out", "blk.{i}.attn_output.weight"),
+    Tensor(_L + "bq", ("layer", "q_heads", "head_dim"), "zeros",
+           _HF_ATTN + "q_proj.bias", "heads_bias", "blk.{i}.attn_q.bias", "qkv_bias"),
+    Tensor(_L + "bk", ("layer", "kv_heads", "head_dim"), "zeros",
+           _HF_ATTN + "k_proj.bias", "heads_bias", "blk.{i}.attn_k.bias", "qkv_bias"),
+    Tensor(_L + "bv", ("layer", "kv_heads", "head_dim"), "zeros",
+           _HF_ATTN + "v_proj.bias", "heads_bias", "blk.{i}.attn_v.bias", "qkv_bias"),
+    Tensor(_L + "q_norm", ("layer", "head_dim"), "ones",
+           _HF_ATTN + "q_norm.weight", "same", "blk.{i}.attn_q_norm.weight", "qk_norm"),
+    Tensor(_L + "k_norm", ("layer", "head_dim"), "ones",
+           _HF_ATTN + "k_norm.weight", "same", "blk.{i}.attn_k_norm.weight", "qk_norm"),
+    Tensor(_L + "mlp_norm", ("layer", "norm"), "ones",
+           HF_LAYER + "post_attention_layernorm.weight", "same", "blk.{i}.ffn_norm.weight"),
+    Tensor(_L + "w_gate", ("layer", "embed", "mlp"), "normal",
+           _HF_MLP + "gate_proj.weight", "linear", "blk.{i}.ffn_gate.weight"),
+    Tensor(_L + "w_up", ("layer", "embed", "mlp"), "normal",
+           _HF_MLP + "up_proj.weight", "linear", "blk.{i}.ffn_up.weight"),
+    Tensor(_L + "w_down", ("layer", "mlp", "embed"), "normal",
+           _HF_MLP + "down_proj.weight", "linear", "blk.{i}.ffn_down.weight"),
+    Tensor("final_norm", ("norm",), "ones",
+           "model.norm.weight", "same", "output_norm.weight"),
+    Tensor("lm_head", ("embed", "vocab"), "normal",
+           "lm_head.weight", "linear", "output.weight", "!tie_embeddings"),
+)
+BY_NAME = {t.name: t for t in TENSORS}
+
+# layout -> (HF -> ours given our shape, ours -> HF). Torch Linear weights are [out, in].
+HF_LAYOUTS: dict[str, tuple[Callable, Callable]] = {
+    "same": (lambda x, s: x, lambda x: x),
+    "linear": (lambda x, s: x.T, lambda x: x.T),                       # [out, in] <-> [in, out]
+    "heads_in": (lambda x, s: x.T.reshape(s), lambda x: x.reshape(x.shape[0], -1).T),
+    "heads_out": (lambda x, s: x.T.reshape(s), lambda x: x.reshape(-1, x.shape[-1]).T),
+    "heads_bias": (lambda x, s: x.reshape(s), lambda x: x.reshape(-1)),
+}
+
+
+def exists(tensor: Tensor, config: Any) -> bool:
+  """Whether `config` has this tensor (its `when` flag holds)."""
+  if not tensor.when:
+    return True
+  return bool(getattr(config, tensor.when.lstrip("!"))) != tensor.when.startswith("!")
+
+
+def tensors(config: Any) -> tuple[Tensor, ...]:
+  """The rows `config` has, in table order."""
+  return tuple(t for t in TENSORS if exists(t, config))
+
+
+def shape(tensor: Tensor, config: Any) -> tuple[int, ...]:
+  """Full shape of the tensor under `config` (per-layer tensors include [L])."""
+  return tuple(getattr(config, AXIS_SIZES[a]) for a in tensor.axes)
+
+
+def param_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+  """Flat 'a.b' name -> shape for every parameter of the decoder under `config`."""
+  return {t.name: shape(t, config) for t in tensors(config)}
+
+
+def num_params(config: Any) -> int:
+  """All parameters, tied embeddings counted once."""
+  return sum(math.prod(shape(t, config)) for t in tensors(config))
+
+
+def hf_names(tensor: Tensor, config: Any) -> list[str]:
+  """HF safetensors name(s): one per layer for per-layer tensors, else one."""
+  if tensor.per_layer:
+    return [tensor.hf.format(i=i) for i in range(config.num_layers)]
+  return [tensor.hf]
+
+
+def hf_shape(layout: str, our_shape: tuple[int, ...]) -> tuple[int, ...]:
+  """Shape of the HF tensor holding a tensor of `our_shape` (per layer) in `layout`."""
+  # A zero-strided view: the layout's transposes and reshapes run without allocating.
+  return HF_LAYOUTS[layout][1](np.broadcast_to(np.uint8(0), our_shape)).shape
+
+
+def gguf_to_hf_names() -> tuple[dict[str, str], dict[str, str]]:
+  """(GGUF -> HF names of the global tensors, GGUF -> HF per-layer name suffixes).
+
+  Per-layer suffixes drop the "blk.{i}." and "model.layers.{i}." prefixes. All
+  rows are listed, whatever their `when`: the file's tensors decide the config.
+  """
+  global_names = {t.gguf: t.hf for t in TENSORS if not t.per_layer}
+  layer_names = {t.gguf.removeprefix(GGUF_LAYER): t.hf.removeprefix(HF_LAYER)
+                 for t in TENSORS if t.per_layer}
+  return global_names, layer_names
