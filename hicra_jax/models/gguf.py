@@ -331,9 +331,8 @@ class GGUFCheckpoint:
       raise GGUFError(f"{self.path!r}: {e}") from e
     shapes = {}
     for tensor in schema.tensors(config):
-      full = schema.shape(tensor, config)
-      hf = schema.hf_shape(tensor.layout, full[1:] if tensor.per_layer else full)
-      shapes.update((name, hf) for name in schema.hf_names(tensor, config))
+      hf_shape = schema.hf_shape(tensor, config)
+      shapes.update((name, hf_shape) for name in schema.hf_names(tensor, config))
     return shapes
 
   def _check_tensors(self) -> None:

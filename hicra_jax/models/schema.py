@@ -45,10 +45,10 @@ class Tensor(NamedTuple):
   name: str              # our flat name; LAYER_PREFIX names are stacked on [L]
   axes: tuple[str, ...]  # one logical axis (a key of AXIS_SIZES) per dimension
   init: str              # one of INITS
+  when: str              # ModelConfig flag that must be true ("!flag": false); "": always
   hf: str                # HF safetensors name; "{i}" is the layer index
   layout: str            # a key of HF_LAYOUTS: the HF tensor's layout relative to ours
   gguf: str              # GGUF name; "{i}" is the layer (blk) index
-  when: str = ""         # ModelConfig flag that must be true ("!flag": false); "" always
 
   @property
   def per_layer(self) -> bool:
@@ -60,44 +60,42 @@ class Tensor(NamedTuple):
     return self.name.removeprefix(LAYER_PREFIX)
 
 
-_L = LAYER_PREFIX
-_HF_ATTN, _HF_MLP = HF_LAYER + "self_attn.", HF_LAYER + "mlp."
-
+# Each row: name, logical axes, init, when;  HF name, HF layout, GGUF name.
 TENSORS = (
-    Tensor("embed", ("vocab", "embed"), "normal",
+    Tensor("embed", ("vocab", "embed"), "normal", "",
            "model.embed_tokens.weight", "same", "token_embd.weight"),
-    Tensor(_L + "attn_norm", ("layer", "norm"), "ones",
-           HF_LAYER + "input_layernorm.weight", "same", "blk.{i}.attn_norm.weight"),
-    Tensor(_L + "wq", ("layer", "embed", "q_heads", "head_dim"), "normal",
-           _HF_ATTN + "q_proj.weight", "heads_in", "blk.{i}.attn_q.weight"),
-    Tensor(_L + "wk", ("layer", "embed", "kv_heads", "head_dim"), "normal",
-           _HF_ATTN + "k_proj.weight", "heads_in", "blk.{i}.attn_k.weight"),
-    Tensor(_L + "wv", ("layer", "embed", "kv_heads", "head_dim"), "normal",
-           _HF_ATTN + "v_proj.weight", "heads_in", "blk.{i}.attn_v.weight"),
-    Tensor(_L + "wo", ("layer", "q_heads", "head_dim", "embed"), "normal",
-           _HF_ATTN + "o_proj.weight", "heads_out", "blk.{i}.attn_output.weight"),
-    Tensor(_L + "bq", ("layer", "q_heads", "head_dim"), "zeros",
-           _HF_ATTN + "q_proj.bias", "heads_bias", "blk.{i}.attn_q.bias", "qkv_bias"),
-    Tensor(_L + "bk", ("layer", "kv_heads", "head_dim"), "zeros",
-           _HF_ATTN + "k_proj.bias", "heads_bias", "blk.{i}.attn_k.bias", "qkv_bias"),
-    Tensor(_L + "bv", ("layer", "kv_heads", "head_dim"), "zeros",
-           _HF_ATTN + "v_proj.bias", "heads_bias", "blk.{i}.attn_v.bias", "qkv_bias"),
-    Tensor(_L + "q_norm", ("layer", "head_dim"), "ones",
-           _HF_ATTN + "q_norm.weight", "same", "blk.{i}.attn_q_norm.weight", "qk_norm"),
-    Tensor(_L + "k_norm", ("layer", "head_dim"), "ones",
-           _HF_ATTN + "k_norm.weight", "same", "blk.{i}.attn_k_norm.weight", "qk_norm"),
-    Tensor(_L + "mlp_norm", ("layer", "norm"), "ones",
-           HF_LAYER + "post_attention_layernorm.weight", "same", "blk.{i}.ffn_norm.weight"),
-    Tensor(_L + "w_gate", ("layer", "embed", "mlp"), "normal",
-           _HF_MLP + "gate_proj.weight", "linear", "blk.{i}.ffn_gate.weight"),
-    Tensor(_L + "w_up", ("layer", "embed", "mlp"), "normal",
-           _HF_MLP + "up_proj.weight", "linear", "blk.{i}.ffn_up.weight"),
-    Tensor(_L + "w_down", ("layer", "mlp", "embed"), "normal",
-           _HF_MLP + "down_proj.weight", "linear", "blk.{i}.ffn_down.weight"),
-    Tensor("final_norm", ("norm",), "ones",
+    Tensor("layers.attn_norm", ("layer", "norm"), "ones", "",
+           "model.layers.{i}.input_layernorm.weight", "same", "blk.{i}.attn_norm.weight"),
+    Tensor("layers.wq", ("layer", "embed", "q_heads", "head_dim"), "normal", "",
+           "model.layers.{i}.self_attn.q_proj.weight", "heads_in", "blk.{i}.attn_q.weight"),
+    Tensor("layers.wk", ("layer", "embed", "kv_heads", "head_dim"), "normal", "",
+           "model.layers.{i}.self_attn.k_proj.weight", "heads_in", "blk.{i}.attn_k.weight"),
+    Tensor("layers.wv", ("layer", "embed", "kv_heads", "head_dim"), "normal", "",
+           "model.layers.{i}.self_attn.v_proj.weight", "heads_in", "blk.{i}.attn_v.weight"),
+    Tensor("layers.wo", ("layer", "q_heads", "head_dim", "embed"), "normal", "",
+           "model.layers.{i}.self_attn.o_proj.weight", "heads_out", "blk.{i}.attn_output.weight"),
+    Tensor("layers.bq", ("layer", "q_heads", "head_dim"), "zeros", "qkv_bias",
+           "model.layers.{i}.self_attn.q_proj.bias", "heads_bias", "blk.{i}.attn_q.bias"),
+    Tensor("layers.bk", ("layer", "kv_heads", "head_dim"), "zeros", "qkv_bias",
+           "model.layers.{i}.self_attn.k_proj.bias", "heads_bias", "blk.{i}.attn_k.bias"),
+    Tensor("layers.bv", ("layer", "kv_heads", "head_dim"), "zeros", "qkv_bias",
+           "model.layers.{i}.self_attn.v_proj.bias", "heads_bias", "blk.{i}.attn_v.bias"),
+    Tensor("layers.q_norm", ("layer", "head_dim"), "ones", "qk_norm",
+           "model.layers.{i}.self_attn.q_norm.weight", "same", "blk.{i}.attn_q_norm.weight"),
+    Tensor("layers.k_norm", ("layer", "head_dim"), "ones", "qk_norm",
+           "model.layers.{i}.self_attn.k_norm.weight", "same", "blk.{i}.attn_k_norm.weight"),
+    Tensor("layers.mlp_norm", ("layer", "norm"), "ones", "",
+           "model.layers.{i}.post_attention_layernorm.weight", "same", "blk.{i}.ffn_norm.weight"),
+    Tensor("layers.w_gate", ("layer", "embed", "mlp"), "normal", "",
+           "model.layers.{i}.mlp.gate_proj.weight", "linear", "blk.{i}.ffn_gate.weight"),
+    Tensor("layers.w_up", ("layer", "embed", "mlp"), "normal", "",
+           "model.layers.{i}.mlp.up_proj.weight", "linear", "blk.{i}.ffn_up.weight"),
+    Tensor("layers.w_down", ("layer", "mlp", "embed"), "normal", "",
+           "model.layers.{i}.mlp.down_proj.weight", "linear", "blk.{i}.ffn_down.weight"),
+    Tensor("final_norm", ("norm",), "ones", "",
            "model.norm.weight", "same", "output_norm.weight"),
-    Tensor("lm_head", ("embed", "vocab"), "normal",
-           "lm_head.weight", "linear", "output.weight", "!tie_embeddings"),
+    Tensor("lm_head", ("embed", "vocab"), "normal", "!tie_embeddings",
+           "lm_head.weight", "linear", "output.weight"),
 )
 BY_NAME = {t.name: t for t in TENSORS}
 
@@ -145,10 +143,17 @@ def hf_names(tensor: Tensor, config: Any) -> list[str]:
   return [tensor.hf]
 
 
-def hf_shape(layout: str, our_shape: tuple[int, ...]) -> tuple[int, ...]:
-  """Shape of the HF tensor holding a tensor of `our_shape` (per layer) in `layout`."""
-  # A zero-strided view: the layout's transposes and reshapes run without allocating.
-  return HF_LAYOUTS[layout][1](np.broadcast_to(np.uint8(0), our_shape)).shape
+def stored_shape(tensor: Tensor, config: Any) -> tuple[int, ...]:
+  """Shape of one stored piece: one layer's (without [L]) for per-layer tensors, else the whole."""
+  full = shape(tensor, config)
+  return full[1:] if tensor.per_layer else full
+
+
+def hf_shape(tensor: Tensor, config: Any) -> tuple[int, ...]:
+  """Shape of each of the tensor's HF tensors (`hf_names`), in its HF layout."""
+  # A zero-strided array: the layout's transposes and reshapes run without allocating.
+  ours = np.broadcast_to(np.uint8(0), stored_shape(tensor, config))
+  return HF_LAYOUTS[tensor.layout][1](ours).shape
 
 
 def gguf_to_hf_names() -> tuple[dict[str, str], dict[str, str]]:

@@ -89,10 +89,8 @@ class DictSource:
 def _read(source, tensor: schema.Tensor, config: ModelConfig, dtype) -> np.ndarray:
   """Our full array of `tensor` (per-layer tensors stacked on [L]) from its HF tensor(s)."""
   to_ours = schema.HF_LAYOUTS[tensor.layout][0]
-  full = schema.shape(tensor, config)
-  ours = full[1:] if tensor.per_layer else full
-  expected = schema.hf_shape(tensor.layout, ours)
-  out = np.empty(full, dtype)
+  ours, expected = schema.stored_shape(tensor, config), schema.hf_shape(tensor, config)
+  out = np.empty(schema.shape(tensor, config), dtype)
   for i, name in enumerate(schema.hf_names(tensor, config)):
     hf = source.get(name)
     if tuple(hf.shape) != expected:
