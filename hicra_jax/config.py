@@ -8,6 +8,8 @@ overridden on the command line with `--config.a.b=value`.
 
 Loading is cheap (no jax, no models); validation raises `ConfigError` naming
 the field, the bad value and what was expected, before anything expensive.
+The path predicates that validation needs (`is_model_path`,
+`is_training_workdir`) live here for the same reason.
 
 Example:
   config = load_config("configs/generate_smollm2.py", ["max_new_tokens=7"])
@@ -304,6 +306,19 @@ def check_str_list(config: ConfigDict, field: str, *,
     if not isinstance(item, str) or not item.strip():
       raise field_error(f"{field}[{i}]", item, "a non-empty string")
   return list(value)
+
+
+def is_model_path(path: str) -> bool:
+  """A .gguf file or a Hugging Face model directory (with config.json)."""
+  if os.path.isfile(path):
+    return path.endswith(".gguf")
+  return os.path.isfile(os.path.join(path, "config.json"))
+
+
+def is_training_workdir(path: str) -> bool:
+  """Whether `path` is a training run's workdir holding at least one checkpoint."""
+  checkpoints = os.path.join(os.path.expanduser(path), "checkpoints")
+  return os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
 
 
 def check_path(config: ConfigDict, field: str, *,

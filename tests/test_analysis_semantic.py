@@ -47,7 +47,7 @@ def test_semantic_entropy_all_zero_is_zero():
 def test_semantic_entropy_rejects_bad_input():
   with pytest.raises(ValueError, match="non-negative"):
     semantic_entropy([1, -1, 3])
-  with pytest.raises(ValueError, match=r"\[S\] or \[N, S\]"):
+  with pytest.raises(ValueError, match=r"\[Z\] or \[N, Z\]"):
     semantic_entropy(np.zeros((2, 2, 2), np.int32))
 
 

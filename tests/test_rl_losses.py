@@ -435,5 +435,5 @@ def test_policy_loss_errors_under_jit():
 
 
 def test_combine_accumulated_errors():
-  with pytest.raises(ValueError, match=r"denominators must have shape \[K\] like numerators"):
+  with pytest.raises(ValueError, match=r"denominators must have shape \[M\] like numerators"):
     rl.combine_accumulated([1.0, 2.0], [1.0])

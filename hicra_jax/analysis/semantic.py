@@ -29,13 +29,18 @@ from __future__ import annotations
 import collections
 from collections.abc import Hashable, Iterable, Sequence
 
+import jax.numpy as jnp
 import numpy as np
+
+from hicra_jax.planning.extract import WORD_RE
+from hicra_jax.planning.grams import normalize_grams
+from hicra_jax.planning.reference import reference_occurrences
 
 Pair = tuple[Hashable, Hashable]
 
 
 def entropy_of_counts(counts) -> float:
-  """Shannon entropy (nats) of the distribution proportional to counts f[K].
+  """Shannon entropy (nats) of the distribution proportional to `counts`.
 
   Args:
     counts: non-negative numbers, any shape (flattened).
@@ -61,30 +66,29 @@ def semantic_entropy(sg_counts) -> float:
   """Semantic entropy (nats) of a batch from its SG counts.
 
   Args:
-    sg_counts: i32[N, S] occurrences of each SG per row
-      (`hicra_jax.planning.sg_occurrences`), or i32[S] counts of the batch.
+    sg_counts: i32[N, Z] occurrences of each SG per row
+      (`hicra_jax.planning.sg_occurrences`), or i32[Z] counts of the batch.
       Rows are summed first: the entropy of the batch's SG distribution, not
       a mean of per-row entropies.
 
   Returns:
-    H in nats, in [0, ln S]; 0.0 when no SG occurs.
+    H in nats, in [0, ln Z]; 0.0 when no SG occurs.
 
   Raises:
     ValueError: a negative count, or an input that is not 1-D or 2-D.
   """
   c = np.asarray(sg_counts)
   if c.ndim not in (1, 2):
-    raise ValueError(f"sg_counts has shape {c.shape}; expected [S] or [N, S]")
+    raise ValueError(f"sg_counts has shape {c.shape}; expected [Z] or [N, Z]")
   return entropy_of_counts(c.sum(axis=0) if c.ndim == 2 else c)
 
 
 def semantic_entropy_jax(sg_counts):
-  """`semantic_entropy` as a jittable JAX function: f32[] from i32[N, S] or i32[S].
+  """`semantic_entropy` as a jittable JAX function: f32[] from i32[N, Z] or i32[Z].
 
   Same definition (rows summed, 0.0 for all-zero counts); no input checks,
   for use inside jitted metric code.
   """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   c = jnp.asarray(sg_counts, jnp.float32)
   if c.ndim == 2:
     c = c.sum(axis=0)
@@ -131,11 +135,6 @@ def sg_follow_pairs_text(texts: Iterable[str], grams: Sequence[str], *,
     normalized (whitespace collapsed, apostrophes straightened, lowercased)
     and the next n words, lowercased.
   """
-  # pylint: disable=g-import-not-at-top
-  from hicra_jax.planning.extract import WORD_RE
-  from hicra_jax.planning.grams import normalize_grams
-  from hicra_jax.planning.reference import reference_occurrences
-  # pylint: enable=g-import-not-at-top
   if n < 1:
     raise ValueError(f"n = {n!r}: expected an integer >= 1")
   grams = normalize_grams(grams)

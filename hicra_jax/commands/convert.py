@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from hicra_jax import config as config_lib
+from hicra_jax.commands import train as train_cmd
 
 HELP = "export a training checkpoint's policy as a Hugging Face directory (safetensors)"
 
@@ -32,14 +33,8 @@ def validate(config: config_lib.ConfigDict) -> None:
 
 
 def _check_workdir(config: config_lib.ConfigDict) -> None:
-  config_lib.check_path(config, "workdir", predicate=is_training_workdir,
+  config_lib.check_path(config, "workdir", predicate=config_lib.is_training_workdir,
                         expected="a training workdir with checkpoints/<step>/")
-
-
-def is_training_workdir(path: str) -> bool:
-  """Whether `path` is a training run's workdir holding at least one checkpoint."""
-  checkpoints = os.path.join(os.path.expanduser(path), "checkpoints")
-  return os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
 
 
 def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None = None):
@@ -49,14 +44,14 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
   restores the params of `step` (None: the latest). dtype: cast the params
   (and compute) to this dtype; None keeps the run's.
   """
+  # Imported here: keeps `hicra-jax --help` from importing jax.
   # pylint: disable=import-outside-toplevel
-  from hicra_jax.commands import train as train_cmd
+  from flax import nnx
   from hicra_jax.models.weights import build_model, flat_params
   from hicra_jax.train.build import load_model
   from hicra_jax.train.checkpoint import Checkpointer
   from hicra_jax.train.loop import optimizer_config
   from hicra_jax.train.state import create_train_state, make_optimizer
-  from flax import nnx
   # pylint: enable=import-outside-toplevel
   ckpt = Checkpointer(os.path.join(os.path.expanduser(workdir), "checkpoints"))
   try:
@@ -86,6 +81,7 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
 
 def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int:
   """Writes the policy of checkpoint `step` (None: latest) to `output`; returns the step."""
+  # Imported here: keeps `hicra-jax --help` from importing jax.
   from hicra_jax.models import save_pretrained  # pylint: disable=import-outside-toplevel
   policy, model_config, _, step = restore_policy(workdir, step)
   save_pretrained(policy, model_config, output)

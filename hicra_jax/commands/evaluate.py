@@ -23,12 +23,11 @@ import time
 from ml_collections import config_dict
 
 from hicra_jax import config as config_lib
-from hicra_jax.commands.convert import is_training_workdir
-from hicra_jax.commands.generate import (DTYPES, MODEL_ALIASES, TEMPLATES, is_model_path,
-                                         resolve_model)
+from hicra_jax.commands.convert import restore_policy
+from hicra_jax.commands.generate import DTYPES, MODEL_ALIASES, TEMPLATES
+from hicra_jax.eval.benchmarks import resolve_source
 
 HELP = "evaluate a policy on math benchmarks (avg@k, pass@k, strict \\boxed{} matching)"
-
 
 
 def get_config() -> config_lib.ConfigDict:
@@ -69,14 +68,12 @@ def get_config() -> config_lib.ConfigDict:
 
 def validate(config: config_lib.ConfigDict) -> None:
   """Checks every field, including that each benchmark resolves; raises ConfigError."""
-  # pylint: disable=g-import-not-at-top
-  from hicra_jax.eval.benchmarks import resolve_source
-  from hicra_jax.rewards.registry import REWARDS
-  # pylint: enable=g-import-not-at-top
+  # Imported here: keeps `hicra-jax --help` from importing numpy.
+  from hicra_jax.rewards.registry import REWARDS  # pylint: disable=import-outside-toplevel
   model = config_lib.get_field(config, "model")
-  if not (isinstance(model, str) and is_training_workdir(model)):
+  if not (isinstance(model, str) and config_lib.is_training_workdir(model)):
     config_lib.check_path(
-        config, "model", aliases=MODEL_ALIASES, predicate=is_model_path,
+        config, "model", aliases=MODEL_ALIASES, predicate=config_lib.is_model_path,
         expected="the path of a .gguf file, of a Hugging Face model directory (with "
         "config.json) or of a training workdir (with checkpoints/<step>/)")
   config_lib.check_int(config, "step", minimum=-1)
@@ -135,11 +132,12 @@ def default_label(path: str) -> str:
 
 def load_policy(config: config_lib.ConfigDict):
   """(model, tokenizer or None, description, default label) of config.model."""
-  # pylint: disable=g-import-not-at-top
+  # Imported here: keeps `hicra-jax --help` from importing jax.
+  # pylint: disable=import-outside-toplevel
   from hicra_jax.models import load_pretrained, load_tokenizer
-  # pylint: enable=g-import-not-at-top
-  if is_training_workdir(config.model):
-    from hicra_jax.commands.convert import restore_policy  # pylint: disable=g-import-not-at-top
+  from hicra_jax.models.paths import resolve_model
+  # pylint: enable=import-outside-toplevel
+  if config_lib.is_training_workdir(config.model):
     model, _, tokenizer, step = restore_policy(
         config.model, None if config.step < 0 else int(config.step), dtype=config.dtype)
     name = default_label(config.model)
@@ -152,14 +150,14 @@ def load_policy(config: config_lib.ConfigDict):
 
 def run(config: config_lib.ConfigDict) -> None:
   """Loads the policy and the benchmarks, evaluates, writes and prints the report."""
-  # Heavy imports stay here so that `validate` runs before any of them.
-  # pylint: disable=g-import-not-at-top
   t_start = time.perf_counter()
+  # Imported here: keeps `hicra-jax --help` and `validate` from importing jax.
+  # pylint: disable=import-outside-toplevel
   import jax
   from hicra_jax.eval import evaluate_model, load_benchmarks, write_report
   from hicra_jax.models import load_tokenizer
   from hicra_jax.rewards import GraderPool
-  # pylint: enable=g-import-not-at-top
+  # pylint: enable=import-outside-toplevel
   model, tokenizer, path, label = load_policy(config)
   print(f"model: {path} ({config.dtype}) on {jax.devices()[0].platform}", flush=True)
   if config.tokenizer:

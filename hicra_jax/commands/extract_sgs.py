@@ -26,7 +26,7 @@ INPUT_ALIASES = ("synthetic",)
 ALGORITHMS = ("agglomerative", "kmeans")
 LINKAGES = ("average", "complete", "single")
 MODEL_ALIASES = ("all-MiniLM-L6-v2",)
-# Average linkage needs a G x G distance matrix (G = max_candidates).
+# Average linkage needs a max_candidates x max_candidates distance matrix.
 MAX_AGGLOMERATIVE_CANDIDATES = 30_000
 
 
@@ -123,10 +123,12 @@ def validate(config: config_lib.ConfigDict) -> None:
 
 def load_documents(config: config_lib.ConfigDict) -> list[str]:
   """The successful solutions named by the config (see `validate`)."""
-  # pylint: disable=g-import-not-at-top
+  # Imported here: keeps `hicra-jax --help` from importing jax (and numpy).
+  # pylint: disable=import-outside-toplevel
   from hicra_jax.planning import extract
+  from hicra_jax.planning.synthetic_corpus import planted_corpus
+  # pylint: enable=import-outside-toplevel
   if config.input == "synthetic":
-    from hicra_jax.planning.synthetic_corpus import planted_corpus
     texts = planted_corpus(seed=config.seed).texts
   else:
     texts = []
@@ -147,7 +149,8 @@ def load_documents(config: config_lib.ConfigDict) -> list[str]:
 def run(config: config_lib.ConfigDict) -> int:
   """Extracts the SG set and writes it; prints a summary."""
   t_start = time.perf_counter()
-  from hicra_jax.planning import extract  # pylint: disable=g-import-not-at-top
+  # Imported here: keeps `hicra-jax --help` from importing jax (and numpy).
+  from hicra_jax.planning import extract  # pylint: disable=import-outside-toplevel
   texts = load_documents(config)
   if not texts:
     raise config_lib.field_error("input", config.input,

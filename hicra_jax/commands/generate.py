@@ -9,10 +9,10 @@ its completion and timings.
 
 from __future__ import annotations
 
-import os
 import time
 
 from hicra_jax import config as config_lib
+from hicra_jax.data.prompts import encode_prompts, stop_tokens
 
 HELP = "greedy generation from a real model on a few math prompts"
 
@@ -44,17 +44,10 @@ def get_config() -> config_lib.ConfigDict:
   return config
 
 
-def is_model_path(path: str) -> bool:
-  """A .gguf file or a Hugging Face model directory (with config.json)."""
-  if os.path.isfile(path):
-    return path.endswith(".gguf")
-  return os.path.isfile(os.path.join(path, "config.json"))
-
-
 def validate(config: config_lib.ConfigDict) -> None:
   """Checks every field; raises ConfigError. Cheap: touches no model."""
   config_lib.check_path(
-      config, "model", aliases=MODEL_ALIASES, predicate=is_model_path,
+      config, "model", aliases=MODEL_ALIASES, predicate=config_lib.is_model_path,
       expected="the path of a .gguf file or of a Hugging Face model "
       "directory (with config.json)")
   config_lib.check_choice(config, "dtype", DTYPES)
@@ -64,25 +57,17 @@ def validate(config: config_lib.ConfigDict) -> None:
   config_lib.check_int(config, "seed", minimum=0)
 
 
-def resolve_model(model: str) -> str:
-  """Path of the model named by the `model` field."""
-  if model == "smollm2":
-    from hicra_jax.models.assets import smollm2_gguf_path  # pylint: disable=g-import-not-at-top
-    return smollm2_gguf_path()
-  return os.path.expanduser(model)
-
-
 def run(config: config_lib.ConfigDict) -> None:
   """Loads the model and tokenizer, greedy-generates and prints."""
-  # Heavy imports stay here so that `validate` runs before any of them.
-  # pylint: disable=g-import-not-at-top
   t_start = time.perf_counter()
-  path = resolve_model(config.model)
+  # Imported here: keeps `hicra-jax --help` and `validate` from importing jax.
+  # pylint: disable=import-outside-toplevel
   import jax
-  from hicra_jax.data.prompts import encode_prompts, stop_tokens
   from hicra_jax.models import load_pretrained, load_tokenizer
+  from hicra_jax.models.paths import resolve_model
   from hicra_jax.sampling import SamplingParams, generate
-  # pylint: enable=g-import-not-at-top
+  # pylint: enable=import-outside-toplevel
+  path = resolve_model(config.model)
   t_import = time.perf_counter()
 
   print(f"model: {path} ({config.dtype}) on {jax.devices()[0].platform}",

@@ -15,8 +15,6 @@ import json
 import os
 
 from hicra_jax import config as config_lib
-from hicra_jax.commands.convert import is_training_workdir
-from hicra_jax.commands.generate import is_model_path
 
 HELP = "train a policy with HICRA / GRPO / entropy regularization (RL with verifiable rewards)"
 
@@ -149,13 +147,14 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "seed", minimum=0)
   cl.check_int(config, "num_steps", minimum=1)
   workdir = cl.check_str(config, "workdir")
-  if not config.resume and is_training_workdir(workdir):
+  if not config.resume and cl.is_training_workdir(workdir):
     raise cl.field_error("workdir", workdir, "a fresh workdir: this one already holds "
                          "checkpoints; pass --config.resume=True to continue that run")
   cl.check_float(config, "debug_sleep_in_step_s", minimum=0.0)
-  model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=is_model_path,
+  model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=cl.is_model_path,
                         expected="a .gguf file or a Hugging Face model directory")
   if model == "smollm2":
+    # Imported here: keeps `hicra-jax --help` from importing jax.
     from hicra_jax.models.assets import smollm2_gguf_path  # pylint: disable=import-outside-toplevel
     try:
       smollm2_gguf_path()
@@ -183,6 +182,7 @@ def validate(config: config_lib.ConfigDict) -> None:
     cl.check_str(config, "data.split")
   if source == "reasoning_gym":
     task = cl.check_str(config, "data.task")
+    # Imported here: reasoning-gym takes seconds to import, and only this source needs it.
     from reasoning_gym.factory import DATASETS  # pylint: disable=import-outside-toplevel
     if task not in DATASETS:
       raise cl.field_error("data.task", task, f"a reasoning-gym dataset, e.g. one of "
@@ -201,6 +201,7 @@ def validate(config: config_lib.ConfigDict) -> None:
     raise cl.field_error("model.path", model, "a real model (with a tokenizer) for data.source "
                          f"{source!r}; 'random' works with data.source 'synthetic' only")
   reward = cl.check_str(config, "reward.name")
+  # Imported here: keeps `hicra-jax --help` from importing numpy.
   from hicra_jax.rewards.registry import REWARDS  # pylint: disable=import-outside-toplevel
   if reward != "synthetic_target" and reward not in REWARDS:
     raise cl.field_error("reward.name", reward,

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import grain
+import jax
+
 from hicra_jax.data.jsonl import read_jsonl
+from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts
 
 SOURCES = ("jsonl", "parquet", "hf", "reasoning_gym")
 
@@ -47,14 +51,17 @@ def load_rows(source: str, *, path: str = "", name: str = "", split: str = "trai
     rows = read_jsonl(path)
     return _mapped(rows, question_field, answer_field, path)
   if source == "parquet":
+    # Optional package, imported by the source that needs it (pip install 'hicra-jax[data]').
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
     return _mapped(pq.read_table(path).to_pylist(), question_field, answer_field, path)
   if source == "hf":
+    # Optional package, imported by the source that needs it (pip install 'hicra-jax[data]').
     import datasets  # pylint: disable=import-outside-toplevel
     dataset, _, config = name.partition(":")
     ds = datasets.load_dataset(dataset, config or None, split=split)
     return _mapped(ds, question_field, answer_field, f"{name}[{split}]")
   if source == "reasoning_gym":
+    # Imported here: reasoning-gym takes seconds to import, and only this source needs it.
     import reasoning_gym  # pylint: disable=import-outside-toplevel
     entries = reasoning_gym.create_dataset(task, size=size, seed=seed, **dict(task_kwargs or {}))
     return [{"question": e["question"], "answer": e["answer"], "metadata": e["metadata"]}
@@ -65,7 +72,6 @@ def load_rows(source: str, *, path: str = "", name: str = "", split: str = "trai
 def attach_prompt_ids(rows: Sequence[dict[str, Any]], tokenizer, *,
                       template: str = "auto") -> list[dict[str, Any]]:
   """Adds "id" (row index) and "prompt_ids" (chat template + answer-format instruction)."""
-  from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts  # pylint: disable=import-outside-toplevel
   ids = encode_prompts(tokenizer, [r["question"] for r in rows], template=template,
                        instruction=DEFAULT_INSTRUCTION)
   return [{**row, "id": i, "prompt_ids": p} for i, (row, p) in enumerate(zip(rows, ids))]
@@ -80,9 +86,7 @@ class ExampleStream:
 
   def __init__(self, examples: Sequence[Mapping[str, Any]], seed: int, *,
                process_index: int | None = None, process_count: int | None = None):
-    import grain  # pylint: disable=import-outside-toplevel
     if process_index is None or process_count is None:
-      import jax  # pylint: disable=import-outside-toplevel
       process_index, process_count = jax.process_index(), jax.process_count()
     self._examples = list(examples)
     if len(self._examples) < process_count:

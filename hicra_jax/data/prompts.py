@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: importing transformers takes seconds
+  from transformers import PreTrainedTokenizerBase
 
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 TEMPLATES = ("auto", "chat", "plain")

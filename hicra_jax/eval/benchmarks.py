@@ -199,7 +199,7 @@ def _load_hub(source: str, loader: Callable[..., Iterable[Mapping[str, Any]]] | 
   if m is None:
     raise ValueError(f"Hub source {source!r}: expected hf:<dataset>[:<config>][@<split>]")
   if loader is None:
-    try:
+    try:  # an optional package, needed by Hub sources only
       import datasets  # pylint: disable=g-import-not-at-top
     except ImportError as e:
       raise ImportError(f"loading {source!r} needs the `datasets` package (pip install "

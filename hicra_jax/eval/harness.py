@@ -25,12 +25,15 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
+from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts
 from hicra_jax.eval.benchmarks import Benchmark
 from hicra_jax.eval.metrics import accuracy_metrics
 from hicra_jax.eval.report import BenchmarkResult, EvalReport, sample_record
 from hicra_jax.rewards import NO_ANSWER, GraderPool, get_reward, grade_batch, rewards_array
+from hicra_jax.sampling import SamplingParams, generate
 
 logger = logging.getLogger("hicra_jax.eval")
 
@@ -80,7 +83,6 @@ class ModelSampler:
                instruction: str | None = None, system: str | None = None,
                chat_template_kwargs: Mapping[str, Any] | None = None,
                generate_fn: Callable[..., Any] | None = None, mesh=None):
-    from hicra_jax.data.prompts import DEFAULT_INSTRUCTION  # pylint: disable=g-import-not-at-top
     if not temperature >= 0:
       raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
     self.model = model
@@ -103,11 +105,6 @@ class ModelSampler:
       self.settings["chat_template_kwargs"] = dict(self.chat_template_kwargs)
 
   def __call__(self, problems: Sequence[str], n: int, seed: int) -> Samples:
-    # pylint: disable=g-import-not-at-top
-    import jax
-    from hicra_jax.data.prompts import encode_prompts
-    from hicra_jax.sampling import SamplingParams, generate
-    # pylint: enable=g-import-not-at-top
     prompts = encode_prompts(self.tokenizer, list(problems), system=self.system,
                              instruction=self.instruction or None, template=self.template,
                              chat_template_kwargs=self.chat_template_kwargs or None)
@@ -191,8 +188,8 @@ def evaluate(benchmarks: Sequence[Benchmark], sample: SampleFn, *, label: str = 
     t0 = time.perf_counter()
     grades = grade_batch(reward, texts, examples, group_size=n, timeout_s=grading_timeout_s,
                          pool=pool)
-    rewards_PxN = rewards_array(grades).reshape(len(examples), n)
-    metrics = accuracy_metrics(rewards_PxN)
+    rewards_PxG = rewards_array(grades).reshape(len(examples), n)
+    metrics = accuracy_metrics(rewards_PxG)
     statuses: dict[str, int] = {}
     for g in grades:
       statuses[g.status] = statuses.get(g.status, 0) + 1

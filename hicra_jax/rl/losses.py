@@ -96,18 +96,18 @@ def combine_accumulated(numerators, denominators) -> jax.Array:
   """sum(numerators) / sum(denominators), 0 when the denominators sum to 0.
 
   Args:
-    numerators: f32[K] (or a list of scalars), one per micro-batch.
-    denominators: f32[K], same length.
+    numerators: f32[M] (or a list of scalars), one per micro-batch.
+    denominators: f32[M], same length.
 
   Returns:
     f32[] the full-batch value of the aggregation.
   """
-  num_K = _checks.as_float("numerators", _checks.check_rank(
-      "numerators", _stack(numerators), (1,), "[K]"))
-  den_K = _checks.as_float("denominators", _checks.check_rank(
-      "denominators", _stack(denominators), (1,), "[K]"))
-  _checks.check_shape("denominators", den_K, num_K.shape, "[K] like numerators")
-  return _safe_div(num_K.sum(), den_K.sum())
+  num_M = _checks.as_float("numerators", _checks.check_rank(
+      "numerators", _stack(numerators), (1,), "[M]"))
+  den_M = _checks.as_float("denominators", _checks.check_rank(
+      "denominators", _stack(denominators), (1,), "[M]"))
+  _checks.check_shape("denominators", den_M, num_M.shape, "[M] like numerators")
+  return _safe_div(num_M.sum(), den_M.sum())
 
 
 def _stack(xs) -> jax.Array:

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hicra_jax.data.prompts import stop_tokens
+
 FINISH_STOP = "stop"      # the row produced one of the stop tokens
 FINISH_LENGTH = "length"  # the row reached max_new_tokens
 
@@ -58,7 +60,6 @@ class SamplingParams:
   @classmethod
   def for_tokenizer(cls, tokenizer, **kwargs) -> "SamplingParams":
     """Params whose stop ids come from the tokenizer's chat template and EOS."""
-    from hicra_jax.data.prompts import stop_tokens
     kwargs.setdefault("stop_ids", stop_tokens(tokenizer).ids)
     return cls(**kwargs)
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hicra_jax import sharding
 from hicra_jax.models.decoder import Decoder, KVCache
 from hicra_jax.sampling.params import (FINISH_LENGTH, FINISH_STOP, Rollout, SamplingParams,
                                        prompts_as_lists)
@@ -105,25 +106,24 @@ def _sampler(temperature, top_p, min_p, *, top_k, greedy, use_top_p, use_min_p):
 
 
 @functools.partial(jax.jit, static_argnames=("n",) + _DECODE_STATIC)
-def _prefill(graphdef, state, tokens_PxL, mask_PxL, stop_ids, rng, temperature, top_p, min_p, *,
+def _prefill(graphdef, state, tokens_PxI, mask_PxI, stop_ids, rng, temperature, top_p, min_p, *,
              n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
              use_min_p: bool) -> _DecodeState:
   """Prefills each prompt once, repeats its cache to n rows, samples the first token."""
   _TRACES["generate"] += 1  # runs once per trace, i.e. per compiled prefill + decode pair
   model = nnx.merge(graphdef, state)
   mesh = model.mesh
-  p, length = tokens_PxL.shape
+  p, length = tokens_PxI.shape
   sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
                     use_min_p=use_min_p)
   cache = KVCache.init(model.config, p, length + max_new_tokens, model.compute_dtype)
-  hidden, cache = model.hidden_states(tokens_PxL, mask_PxL, cache)
+  hidden, cache = model.hidden_states(tokens_PxI, mask_PxI, cache)
   last_logits = model.logits(hidden[:, -1:])[:, 0]  # prompts are left-padded
   # Expand each prompt's cache and last logits to its n contiguous rows.
   cache = KVCache(k=jnp.repeat(cache.k, n, axis=1), v=jnp.repeat(cache.v, n, axis=1),
                   valid=jnp.repeat(cache.valid, n, axis=0), index=cache.index,
                   next_position=jnp.repeat(cache.next_position, n, axis=0))
   if mesh is not None:
-    from hicra_jax import sharding
     cache = jax.lax.with_sharding_constraint(cache, sharding.kv_cache_sharding(model.config, mesh))
   rows = p * n
   first, first_lp = sample(jnp.repeat(last_logits, n, axis=0), jax.random.fold_in(rng, 0))
@@ -179,8 +179,8 @@ def free_device_bytes(device=None) -> int | None:
   if stats and "bytes_limit" in stats:
     return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
   if device.platform == "cpu":
-    try:
-      import psutil
+    try:  # psutil is optional (not a dependency)
+      import psutil  # pylint: disable=import-outside-toplevel
       return int(psutil.virtual_memory().available)
     except ImportError:
       return None
@@ -231,14 +231,12 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
   """
   prompts = prompts_as_lists(prompts)
   if mesh is not None and model.mesh is not mesh:
-    from hicra_jax import sharding
     model = sharding.shard_model(nnx.clone(model), mesh)
   mesh = model.mesh
   length = bucket_length(max(len(p) for p in prompts), prompt_buckets)
   rows = len(prompts) * params.n
   shards = 1
   if mesh is not None:
-    from hicra_jax import sharding
     shards = sharding.batch_shards(mesh)
     if len(prompts) % shards:
       raise ValueError(f"{len(prompts)} prompts cannot be split over {shards} batch shards "

@@ -8,28 +8,34 @@ import logging
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hicra_jax.train.loop import Components
+from hicra_jax import sharding
+from hicra_jax.data.datasets import attach_prompt_ids, load_rows
+from hicra_jax.data.prompts import stop_tokens
+from hicra_jax.models import Decoder, ModelConfig, load_pretrained, load_tokenizer
+from hicra_jax.models.paths import resolve_model
+from hicra_jax.planning import SGTrie, load_strategic_grams, planning_mask_and_counts
+from hicra_jax.planning.trie import save_bytes
+from hicra_jax.rewards import ERROR, TIMEOUT, grade_batch
 from hicra_jax.train import synthetic
+from hicra_jax.train.loop import Components
 
 logger = logging.getLogger("hicra_jax.train")
 
 
 def load_model(config, mesh=None):
   """(model, ModelConfig, tokenizer or None) of config.model, placed on `mesh` if given."""
-  from hicra_jax.models import Decoder, ModelConfig, load_pretrained, load_tokenizer  # pylint: disable=import-outside-toplevel
   m = config.model
   if m.path == "random":
     model_config = ModelConfig(**m.random.to_dict())
     model = Decoder(model_config, rngs=nnx.Rngs(int(config.seed)), param_dtype=m.dtype,
                     compute_dtype=m.compute_dtype or None, remat=m.remat)
     if mesh is not None:
-      from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
       sharding.shard_model(model, mesh)
     return model, model_config, None
-  from hicra_jax.commands.generate import resolve_model  # pylint: disable=import-outside-toplevel
   path = resolve_model(m.path)
   # Decoder options and the mesh go to the loader: each param is built once, in place.
   model, model_config = load_pretrained(path, dtype=m.dtype, mesh=mesh,
@@ -40,7 +46,6 @@ def load_model(config, mesh=None):
 
 def load_examples(config, tokenizer) -> list[dict[str, Any]]:
   """All examples (eval ones first), each with "id" and "prompt_ids"."""
-  from hicra_jax.data.datasets import attach_prompt_ids, load_rows  # pylint: disable=import-outside-toplevel
   d = config.data
   if d.source == "synthetic":
     return synthetic.synthetic_examples(d.size + d.eval_size,
@@ -55,9 +60,6 @@ def load_examples(config, tokenizer) -> list[dict[str, Any]]:
 
 def text_reward_fn(name: str, timeout_s: float):
   """A trainer reward function over texts, from the hicra_jax.rewards registry."""
-  from hicra_jax.rewards import grade_batch  # pylint: disable=import-outside-toplevel
-  from hicra_jax.rewards.grading import ERROR, TIMEOUT  # pylint: disable=import-outside-toplevel
-
   def reward(completions, texts, examples: Sequence[Mapping[str, Any]], group_size: int):
     del completions
     grades = grade_batch(name, texts, list(examples), group_size=group_size, timeout_s=timeout_s)
@@ -74,11 +76,8 @@ def build_planner(config, tokenizer):
     return functools.partial(synthetic.ngram_planner, pattern=pattern), b""
   if grams == "none":
     def no_planning(tokens, mask):
-      import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
       return jnp.zeros(tokens.shape, bool), jnp.zeros((tokens.shape[0], 1), jnp.int32)
     return no_planning, b""
-  from hicra_jax.planning import SGTrie, load_strategic_grams, planning_mask_and_counts  # pylint: disable=import-outside-toplevel
-  from hicra_jax.planning.trie import save_bytes  # pylint: disable=import-outside-toplevel
   trie = SGTrie.build(load_strategic_grams(grams), tokenizer)
   return (lambda tokens, mask: planning_mask_and_counts(tokens, trie, mask)), save_bytes(trie)
 
@@ -88,7 +87,6 @@ def make_mesh(config):
   sizes = {k: int(v) for k, v in config.model.mesh.items()}
   if all(v == 1 for v in sizes.values()):
     return None
-  from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
   return sharding.make_mesh(**sizes)
 
 
@@ -101,7 +99,6 @@ def build_components(config) -> Components:
     stop_ids: tuple[int, ...] = ()
   else:
     reward_fn = text_reward_fn(config.reward.name, float(config.reward.timeout_s))
-    from hicra_jax.data.prompts import stop_tokens  # pylint: disable=import-outside-toplevel
     stop_ids = tuple(stop_tokens(tokenizer).ids)
   planner, trie_bytes = build_planner(config, tokenizer)
   ref_params = None
