@@ -23,9 +23,8 @@ from hicra_jax.models.partition import (BATCH, MESH_AXES, batch_sharding, batch_
                                         fit_spec, param_shardings)
 from hicra_jax.models.weights import flat_params, with_params
 
-AXES = MESH_AXES
-
-__all__ = ["AXES", "BATCH", "batch_sharding", "batch_shards", "kv_cache_sharding",
+# Re-exported: callers place batches and parameters through this module.
+__all__ = ["BATCH", "MESH_AXES", "batch_sharding", "batch_shards", "kv_cache_sharding",
            "make_mesh", "param_shardings", "shard_model"]
 
 
@@ -39,7 +38,7 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1,
   """
   devices = list(devices if devices is not None else jax.devices())
   sizes = [data, fsdp, tensor]
-  for name, s in zip(AXES, sizes):
+  for name, s in zip(MESH_AXES, sizes):
     if not isinstance(s, int) or (s < 1 and s != -1):
       raise ValueError(f"mesh axis {name!r} size must be a positive int or -1, got {s!r}")
   if sizes.count(-1) > 1:
@@ -52,7 +51,7 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1,
   if math.prod(sizes) != len(devices):
     raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
                      f"{math.prod(sizes)} devices, but {len(devices)} are available")
-  return jax.make_mesh(tuple(sizes), AXES, axis_types=(AxisType.Auto,) * len(AXES),
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
 
 
