@@ -274,12 +274,13 @@ def validate(config: config_lib.ConfigDict) -> None:
 
 def run(config: config_lib.ConfigDict) -> int:
   """Builds the components and trains; returns the exit status."""
+  # Imported here: keeps `hicra-jax --help` and config validation from importing jax.
   # pylint: disable=import-outside-toplevel
-  from hicra_jax.train.build import build_components
+  from hicra_jax import sharding
+  from hicra_jax.models import save_pretrained
+  from hicra_jax.train.build import build_components, make_mesh
   from hicra_jax.train.loop import NonFiniteError, Trainer
   # pylint: enable=import-outside-toplevel
-  from hicra_jax import sharding  # pylint: disable=import-outside-toplevel
-  from hicra_jax.train.build import make_mesh  # pylint: disable=import-outside-toplevel
   mesh = make_mesh(config)
   if mesh is not None:  # each generate() call splits its prompts over the batch shards
     shards = sharding.batch_shards(mesh)
@@ -304,7 +305,6 @@ def run(config: config_lib.ConfigDict) -> int:
           f"resume with --config.resume=True", flush=True)
     return 0
   if config.export_policy and components.model_config is not None:
-    from hicra_jax.models import save_pretrained  # pylint: disable=import-outside-toplevel
     path = os.path.join(config.workdir, "policy")
     save_pretrained(trainer.policy(), components.model_config, path)
     print(f"exported the policy to {path}", flush=True)

@@ -191,10 +191,9 @@ class Trainer:
           max_rounds=int(self.config.filter.max_rounds))
       if float(self.config.debug_sleep_in_step_s):
         time.sleep(float(self.config.debug_sleep_in_step_s))  # tests: a window to kill a step
-    except GenerationInterrupted:
+    except GenerationInterrupted:  # a signal arrived mid-rollout: handled just below
       if not self.signals.stop_requested:
         raise
-      # a signal arrived mid-rollout (handled below)
     if self.signals.stop_requested:
       self.data.set_state(data_state)  # the abandoned step's prompts come again
       return {}

@@ -47,7 +47,7 @@ def safe_rewards(reward_fn: RewardFn, completions, texts, examples, group_size: 
 
 @dataclasses.dataclass(frozen=True)
 class Sampled:
-  """The completions of P prompts, n each (N = P x n rows; T = max_new_tokens).
+  """The completions of P prompts, G = params.n each (N = P x G rows; T = max_new_tokens).
 
   completions: each row's token ids without the stop token (what rewards read);
   texts: their decoded text (None without a tokenizer).
