@@ -17,13 +17,14 @@ import os
 import time
 
 from hicra_jax import config as config_lib
+from hicra_jax import options
 
 HELP = ("extract a Strategic Gram set from successful solutions "
         "(n-grams -> sentence embeddings -> clusters -> top 20% by Cluster DF)")
 
 # "synthetic": the planted-phrase corpus of hicra_jax.planning.synthetic_corpus.
 INPUT_ALIASES = ("synthetic",)
-ALGORITHMS = ("agglomerative", "kmeans")
+ALGORITHMS = options.CLUSTERINGS
 LINKAGES = ("average", "complete", "single")
 MODEL_ALIASES = ("all-MiniLM-L6-v2",)
 # Average linkage needs a max_candidates x max_candidates distance matrix.

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 
 from hicra_jax import config as config_lib
+from hicra_jax import options
 from hicra_jax.data.prompts import encode_prompts, stop_tokens
 
 HELP = "greedy generation from a real model on a few math prompts"
 
 MODEL_ALIASES = ("smollm2",)
-DTYPES = ("float32", "bfloat16")
+DTYPES = options.DTYPES
 TEMPLATES = ("auto", "chat", "plain")
 
 

@@ -15,129 +15,19 @@ import json
 import os
 
 from hicra_jax import config as config_lib
+from hicra_jax import options
+from hicra_jax.train import run_config
 
 HELP = "train a policy with HICRA / GRPO / entropy regularization (RL with verifiable rewards)"
 
-ALGORITHMS = ("hicra", "grpo", "entropy_reg")
-DATA_SOURCES = ("synthetic", "jsonl", "parquet", "hf", "reasoning_gym")
+ALGORITHMS = options.ALGORITHMS
+DATA_SOURCES = ("synthetic",) + options.DATA_SOURCES  # synthetic: the tiny-model task
 MODEL_ALIASES = ("smollm2", "random")
 SG_ALIASES = ("paper", "synthetic", "none")
-DTYPES = ("float32", "bfloat16")
-WANDB_MODES = ("online", "offline", "disabled")
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+DTYPES = options.DTYPES
 
-
-def get_config() -> config_lib.ConfigDict:
-  """The embedded default config of `train` (a tiny synthetic run; presets override it)."""
-  c = config_lib.ConfigDict()
-  c.algorithm = "hicra"  # "hicra" | "grpo" (clip-higher) | "entropy_reg"
-  c.seed = 0
-  c.num_steps = 20
-  c.workdir = "runs/train"
-  c.resume = False  # continue from the latest checkpoint in workdir
-  c.export_policy = True  # write workdir/policy (HF safetensors) at the end
-  c.debug_sleep_in_step_s = 0.0  # tests only: sleep between rollout and update
-
-  c.model = config_lib.ConfigDict()
-  c.model.path = "random"  # "smollm2" | "random" | a .gguf file | an HF model directory
-  c.model.tokenizer = ""  # "": the model's own (unused for "random")
-  c.model.dtype = "float32"  # params (master weights)
-  c.model.compute_dtype = ""  # "": same as dtype
-  c.model.remat = "none"
-  # Device mesh (hicra_jax.sharding): all 1 = one device, no mesh; -1 = the rest.
-  c.model.mesh = config_lib.ConfigDict(dict(data=1, fsdp=1, tensor=1))
-  # Shape of the "random" model (tests, smoke runs).
-  c.model.random = config_lib.ConfigDict(dict(
-      vocab_size=16, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
-      num_kv_heads=1, head_dim=16))
-
-  c.data = config_lib.ConfigDict()
-  c.data.source = "synthetic"  # "synthetic" | "jsonl" | "parquet" | "hf" | "reasoning_gym"
-  c.data.path = ""  # jsonl / parquet: file path
-  c.data.name = ""  # hf: "dataset[:config]" (Hugging Face Hub name, or cached offline)
-  c.data.split = "train"  # hf: split
-  c.data.question_field = "question"  # jsonl/parquet/hf: the problem's field ("problem" for MATH)
-  c.data.answer_field = "answer"
-  c.data.task = ""  # reasoning_gym: dataset name, e.g. "chain_sum"
-  c.data.task_kwargs = "{}"  # reasoning_gym: JSON object of generator options
-  c.data.size = 64  # reasoning_gym / synthetic: examples generated
-  c.data.eval_size = 0  # held-out examples (taken before training examples)
-  c.data.template = "auto"  # prompt template: "auto" | "chat" | "plain"
-  c.data.prompt_len = 4  # synthetic: prompt tokens
-
-  c.reward = config_lib.ConfigDict()
-  c.reward.name = "synthetic_target"  # a hicra_jax.rewards registry name or "synthetic_target"
-  c.reward.timeout_s = 5.0  # per-item limit of sandboxed checks
-  c.reward.target_token = 5  # synthetic_target: the rewarded token
-
-  c.planning = config_lib.ConfigDict()
-  c.planning.grams = "synthetic"  # "paper" | an SG file | "synthetic" (token n-gram) | "none"
-  c.planning.synthetic_pattern = (5, 5)
-  c.planning.alpha = 0.2  # HICRA's amplification (paper: 0.2)
-
-  c.rollout = config_lib.ConfigDict()
-  c.rollout.prompts_per_step = 8
-  c.rollout.group_size = 8
-  c.rollout.temperature = 1.0
-  c.rollout.top_p = 1.0
-  c.rollout.top_k = 0
-  # Curriculum stages: the next value is used when the truncation rate exceeds
-  # truncation_threshold (paper: 16K -> 32K at 20%).
-  c.rollout.max_new_tokens = (8,)
-  c.rollout.truncation_threshold = 0.2
-  c.rollout.prompt_buckets = (4, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-  c.rollout.old_logprobs = "policy"  # "policy" (recomputed) | "sampler"
-  # Decode in segments of this many tokens and check for SIGTERM between them,
-  # so a preemption does not wait for a whole long rollout (results unchanged).
-  c.rollout.signal_check_tokens = 256
-
-  c.filter = config_lib.ConfigDict()
-  c.filter.dynamic = False  # DAPO dynamic filtering with refill
-  c.filter.max_rounds = 4  # rollout rounds per step when refilling
-
-  c.optim = config_lib.ConfigDict()
-  c.optim.lr = 1e-2
-  c.optim.warmup_steps = 0
-  c.optim.schedule = "constant"  # "constant" | "cosine"
-  c.optim.final_lr_fraction = 0.0
-  c.optim.weight_decay = 0.0
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-8
-  c.optim.max_grad_norm = 1.0
-
-  c.loss = config_lib.ConfigDict()
-  c.loss.clip_low = 0.2
-  c.loss.clip_high = 0.28
-  c.loss.aggregation = "token-mean"
-  c.loss.estimator = "grpo"
-  c.loss.scale = "none"
-  c.loss.entropy_coef = 0.001  # used by algorithm "entropy_reg" only
-  c.loss.kl_coef = 0.0  # > 0 loads a frozen reference copy of the initial policy
-  c.loss.kl_estimator = "k3"
-  c.loss.epochs = 1
-  c.loss.micro_batch_size = 32  # rows per micro-batch (divides prompts x group)
-
-  c.guard = config_lib.ConfigDict()
-  c.guard.max_consecutive_skips = 3
-
-  c.eval = config_lib.ConfigDict()
-  c.eval.every = 0  # steps (0: never)
-  c.eval.temperature = 0.6
-  c.eval.samples = 1  # completions per held-out prompt (accuracy = mean over all of them)
-
-  c.checkpoint = config_lib.ConfigDict()
-  c.checkpoint.every = 5
-  c.checkpoint.keep = 3
-  c.checkpoint.keep_best = 1
-  c.checkpoint.async_save = True
-
-  c.log = config_lib.ConfigDict()
-  c.log.tensorboard = True
-  c.log.samples_per_step = 2
-  # Weights & Biases (optional, `pip install 'hicra-jax[wandb]'`): project "" = off.
-  c.log.wandb = config_lib.ConfigDict(dict(project="", entity="", name="", mode="online"))
-  return c
+# The schema lives in the library (presets build on it); the CLI serves it as is.
+get_config = run_config.get_config
 
 
 def validate(config: config_lib.ConfigDict) -> None:
@@ -238,18 +128,18 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "filter.max_rounds", minimum=1)
   cl.check_float(config, "optim.lr", minimum=1e-12)
   cl.check_int(config, "optim.warmup_steps", minimum=0)
-  cl.check_choice(config, "optim.schedule", ("constant", "cosine"))
+  cl.check_choice(config, "optim.schedule", options.SCHEDULES)
   cl.check_float(config, "optim.final_lr_fraction", minimum=0.0, maximum=1.0)
   cl.check_float(config, "optim.weight_decay", minimum=0.0)
   cl.check_float(config, "optim.max_grad_norm", minimum=0.0)
   cl.check_float(config, "loss.clip_low", minimum=0.0, maximum=0.999)
   cl.check_float(config, "loss.clip_high", minimum=0.0)
-  cl.check_choice(config, "loss.aggregation", AGGREGATIONS)
-  cl.check_choice(config, "loss.estimator", ("grpo", "rloo"))
-  cl.check_choice(config, "loss.scale", ("none", "group_std", "batch_std"))
+  cl.check_choice(config, "loss.aggregation", options.AGGREGATIONS)
+  cl.check_choice(config, "loss.estimator", options.ESTIMATORS)
+  cl.check_choice(config, "loss.scale", options.SCALES)
   cl.check_float(config, "loss.entropy_coef")
   cl.check_float(config, "loss.kl_coef", minimum=0.0)
-  cl.check_choice(config, "loss.kl_estimator", ("k1", "k2", "k3"))
+  cl.check_choice(config, "loss.kl_estimator", options.KL_ESTIMATORS)
   cl.check_int(config, "loss.epochs", minimum=1)
   mb = cl.check_int(config, "loss.micro_batch_size", minimum=1)
   if (p * g) % mb:
@@ -263,7 +153,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   cl.check_int(config, "checkpoint.keep", minimum=1)
   cl.check_int(config, "checkpoint.keep_best", minimum=0)
   cl.check_int(config, "log.samples_per_step", minimum=0)
-  cl.check_choice(config, "log.wandb.mode", WANDB_MODES)
+  cl.check_choice(config, "log.wandb.mode", options.WANDB_MODES)
   for name in ("project", "entity", "name"):
     cl.check_str(config, f"log.wandb.{name}", empty=True)
   project = config.log.wandb.project

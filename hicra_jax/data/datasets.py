@@ -16,10 +16,11 @@ from typing import Any, Mapping, Sequence
 import grain
 import jax
 
+from hicra_jax import options
 from hicra_jax.data.jsonl import read_jsonl
 from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts
 
-SOURCES = ("jsonl", "parquet", "hf", "reasoning_gym")
+SOURCES = options.DATA_SOURCES
 
 
 def _mapped(rows, question_field: str, answer_field: str, origin: str) -> list[dict[str, Any]]:

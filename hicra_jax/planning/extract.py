@@ -63,10 +63,11 @@ from typing import Any
 
 import numpy as np
 
+from hicra_jax import options
 from hicra_jax.data.jsonl import read_jsonl
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-ALGORITHMS = ("agglomerative", "kmeans")
+ALGORITHMS = options.CLUSTERINGS
 LINKAGES = ("average", "complete", "single")
 TEXT_FIELDS = ("completion", "response", "output", "solution", "text")
 SUCCESS_FIELDS = ("correct", "is_correct", "success", "reward", "score")

@@ -15,10 +15,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from hicra_jax import options
 from hicra_jax.rl import _checks
 
-ESTIMATORS = ("grpo", "rloo")
-SCALES = ("none", "group_std", "batch_std")
+ESTIMATORS = options.ESTIMATORS
+SCALES = options.SCALES
 AMPLIFY = ("planning", "fork", "planning_or_fork")
 GATES = ("none", "correct_and_longer")
 

@@ -22,10 +22,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from hicra_jax import options
 from hicra_jax.rl import _checks
 
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+AGGREGATIONS = options.AGGREGATIONS
+KL_ESTIMATORS = options.KL_ESTIMATORS
 
 
 def _count(mask: jax.Array, axis=None) -> jax.Array:

@@ -8,12 +8,12 @@ paper gives no batch sizes, learning rate, group size or step counts.
 
 from __future__ import annotations
 
-from hicra_jax.commands import train
+from hicra_jax.train import run_config
 
 
 def paper_config(*, model: str, workdir: str, template: str):
   """The HICRA recipe of Table 1 for `model` (a HF directory); presets override the rest."""
-  c = train.get_config()
+  c = run_config.get_config()
   c.algorithm = "hicra"  # [paper] HICRA; "grpo" / "entropy_reg" are the baselines
   c.seed = 0  # [ours]
   c.num_steps = 500  # [ours] the paper gives no step count

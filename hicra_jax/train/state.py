@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-SCHEDULES = ("constant", "cosine")
+from hicra_jax import options
+
+SCHEDULES = options.SCHEDULES
 
 
 @jax.tree_util.register_dataclass

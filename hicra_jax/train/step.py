@@ -16,11 +16,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from hicra_jax import rl
+from hicra_jax import options, rl
 from hicra_jax.models.logprobs import token_logprobs_and_entropy
 from hicra_jax.train.state import TrainState
 
-ALGORITHMS = ("hicra", "grpo", "entropy_reg")
+ALGORITHMS = options.ALGORITHMS
 OLD_LOGPROBS = ("policy", "sampler")
 
 

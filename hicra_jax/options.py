@@ -1,0 +1,18 @@
+"""Every option list of the library, defined once (a leaf module: no imports).
+
+The library checks its arguments against these and the commands validate
+config fields against the same tuples, so `hicra-jax train --help` and the
+pure functions can never disagree. Importing this module is free (no jax),
+which keeps config validation light.
+"""
+
+ALGORITHMS = ("hicra", "grpo", "entropy_reg")  # RL algorithms of the trainer
+ESTIMATORS = ("grpo", "rloo")  # group baselines of the advantage
+SCALES = ("none", "group_std", "batch_std")  # advantage normalization
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")  # loss
+KL_ESTIMATORS = ("k1", "k2", "k3")
+SCHEDULES = ("constant", "cosine")  # learning-rate schedule after warmup
+DTYPES = ("float32", "bfloat16")  # parameter and compute dtypes
+DATA_SOURCES = ("jsonl", "parquet", "hf", "reasoning_gym")  # text datasets
+CLUSTERINGS = ("agglomerative", "kmeans")  # Strategic Gram extraction
+WANDB_MODES = ("online", "offline", "disabled")
