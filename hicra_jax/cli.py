@@ -84,16 +84,19 @@ def usage() -> str:
 
 
 def command_help(name: str) -> str:
-  """Help for one command: usage, description, default config."""
+  """Help for one command: usage, description, every field with its default and meaning."""
   cmd = COMMANDS[name]
+  rows = [(f"{field}: {value!r}", text)
+          for field, value, text in config_lib.describe_fields(cmd.default_config)]
+  width = min(max(len(left) for left, _ in rows), 44)
   return "\n".join([
       f"usage: {PROG} {name} [--config path.py[:arg]] "
       "[--config.field=value ...] [absl flags]",
       "",
       cmd.help,
       "",
-      "default config (override a field with --config.<field>=<value>):",
-      str(cmd.default_config()).rstrip(),
+      "fields with their defaults (override one with --config.<field>=<value>):",
+      *(f"  {left:<{width}}  # {text}" if text else f"  {left}" for left, text in rows),
   ])
 
 

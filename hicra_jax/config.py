@@ -17,7 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import io
 import os
+import re
+import tokenize
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -337,3 +341,62 @@ def check_path(config: ConfigDict, field: str, *,
   if not predicate(os.path.expanduser(value)):
     raise field_error(field, value, expected)
   return value
+
+
+def flat_fields(config: ConfigDict, prefix: str = "") -> dict[str, Any]:
+  """{"section.field": value} of every leaf field, in definition order."""
+  out: dict[str, Any] = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ConfigDict):
+      out.update(flat_fields(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
+def field_descriptions(factory: Callable[[], ConfigDict]) -> dict[str, str]:
+  """{"section.field": description} from the comments of a config factory's source.
+
+  A field's description is the comment at the end of the line that assigns it
+  (`c.rollout.group_size = 8  # samples per prompt`), else the comment lines
+  right above it. Fields set inside a `ConfigDict(dict(a=..., b=...))` literal
+  inherit the description of the line that assigns the section.
+  """
+  source = inspect.getsource(factory)
+  comments: dict[int, str] = {}
+  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+    if tok.type == tokenize.COMMENT:
+      comments[tok.start[0]] = tok.string.lstrip("#").strip()
+  lines = source.splitlines()
+  assignment = re.compile(r"^\s*\w+\.([\w.]+)\s*=(?!=)")
+  out: dict[str, str] = {}
+  for number, line in enumerate(lines, start=1):
+    match = assignment.match(line)
+    if not match:
+      continue
+    text = comments.get(number)
+    if text is None:  # the comment block right above
+      above, k = [], number - 1
+      while k >= 1 and lines[k - 1].strip().startswith("#"):
+        above.insert(0, comments.get(k, ""))
+        k -= 1
+      text = " ".join(above) if above else None
+    if text:
+      out[match.group(1)] = text
+  return out
+
+
+def describe_fields(factory: Callable[[], ConfigDict]) -> list[tuple[str, Any, str]]:
+  """(field, default, description) of every leaf field of factory()'s config.
+
+  A field without a description of its own takes its section's, if any.
+  """
+  descriptions = field_descriptions(factory)
+  rows = []
+  for name, value in flat_fields(factory()).items():
+    parts = name.split(".")
+    text = next((descriptions[".".join(parts[:i])] for i in range(len(parts), 0, -1)
+                 if ".".join(parts[:i]) in descriptions), "")
+    rows.append((name, value, text))
+  return rows

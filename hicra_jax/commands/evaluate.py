@@ -38,7 +38,7 @@ def get_config() -> config_lib.ConfigDict:
   config.model = "smollm2"
   config.step = -1  # a training workdir's checkpoint step (-1: the latest)
   config.tokenizer = ""  # "": the model's own
-  config.dtype = "float32"
+  config.dtype = "float32"  # parameter and compute dtype: "float32" | "bfloat16"
   config.label = ""  # the table row name; "": the model's file or folder name
   # Benchmarks: "name" (found under data_dir, else its default Hub source where
   # it has one), "name=path.jsonl" or "name=hf:dataset[:config][@split]". Names
@@ -48,21 +48,21 @@ def get_config() -> config_lib.ConfigDict:
   config.limit = 0  # problems per benchmark (0: all)
   config.k = 0  # samples per problem (0: the protocol's k per benchmark)
   config.temperature = 0.6  # 0: greedy
-  config.top_p = 1.0
-  config.top_k = 0
-  config.min_p = 0.0
-  config.max_new_tokens = 4096
-  config.template = "auto"
+  config.top_p = 1.0  # nucleus sampling (1: off)
+  config.top_k = 0  # top-k sampling (0: off)
+  config.min_p = 0.0  # min-p sampling (0: off)
+  config.max_new_tokens = 4096  # completion length limit
+  config.template = "auto"  # prompt template: "auto" (chat if the model has one), "chat", "plain"
   # None: hicra_jax.data.DEFAULT_INSTRUCTION ("Please reason step by step, and put
   # your final answer within \boxed{}."); "": no instruction.
   config.instruction = config_dict.placeholder(str)
-  config.system = ""
-  config.reward = "math_strict"
+  config.system = ""  # a system message for chat templates ("": none)
+  config.reward = "math_strict"  # grading: a hicra_jax.rewards registry name (strict \boxed{})
   config.rows_per_batch = 64  # completions per sampler call
-  config.grading_timeout_s = 5.0
+  config.grading_timeout_s = 5.0  # per-answer limit of sandboxed symbolic checks
   config.grading_workers = 0  # 0: min(4, CPUs)
-  config.seed = 0
-  config.output_dir = "eval_results"
+  config.seed = 0  # PRNG seed of sampling
+  config.output_dir = "eval_results"  # where results (JSON, per-sample JSONL, table) go
   return config
 
 

