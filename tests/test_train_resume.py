@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from hicra_jax.train.build import build_components
+from hicra_jax.train import loop
 from hicra_jax.train.loop import Trainer
 from train_helpers import tiny_config
 
@@ -27,6 +28,7 @@ def _env(tmp_path):
   env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PLATFORMS="cpu")
+  env[loop.TEST_STEP_SLEEP_ENV] = "0.25"  # a window to kill a step in
   return env
 
 
@@ -34,7 +36,7 @@ def _cmd(workdir, *extra):
   return [sys.executable, "-m", "hicra_jax.cli", "train", f"--config.workdir={workdir}",
           f"--config.num_steps={NUM_STEPS}", f"--config.checkpoint.every={EVERY}",
           "--config.log.tensorboard=False", "--config.export_policy=False",
-          "--config.debug_sleep_in_step_s=0.25", "--config.algorithm=hicra", *extra]
+          "--config.algorithm=hicra", *extra]
 
 
 def _records(workdir):

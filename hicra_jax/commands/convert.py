@@ -13,6 +13,7 @@ import os
 
 from hicra_jax import config as config_lib
 from hicra_jax.commands import train as train_cmd
+from hicra_jax.train import run_config
 
 HELP = "export a training checkpoint's policy as a Hugging Face directory (safetensors)"
 
@@ -65,7 +66,8 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
     # The run's config over today's defaults: fields added since the run was
     # saved take their defaults; fields this version no longer knows fail.
     config = train_cmd.get_config()
-    config.update(meta["config"])
+    config.update({k: v for k, v in meta["config"].items()
+                   if k not in run_config.RETIRED_FIELDS})
     config_lib.check_fields(config, train_cmd.get_config())
     model, model_config, tokenizer = load_model(config)
     graphdef, template = create_train_state(model, make_optimizer(optimizer_config(config)))

@@ -40,7 +40,6 @@ def validate(config: config_lib.ConfigDict) -> None:
   if not config.resume and cl.is_training_workdir(workdir):
     raise cl.field_error("workdir", workdir, "a fresh workdir: this one already holds "
                          "checkpoints; pass --config.resume=True to continue that run")
-  cl.check_float(config, "debug_sleep_in_step_s", minimum=0.0)
   model = cl.check_path(config, "model.path", aliases=MODEL_ALIASES, predicate=cl.is_model_path,
                         expected="a .gguf file or a Hugging Face model directory")
   if model == "smollm2":

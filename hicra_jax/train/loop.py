@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import time
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +42,11 @@ __all__ = ["Components", "NonFiniteError", "Planner", "RewardFn", "Trainer", "op
            "safe_rewards", "update_config"]
 
 logger = logging.getLogger("hicra_jax.train")
+
+# Tests only (tests/test_train_resume.py): seconds to sleep between rollout and
+# update, a window in which to kill a step. An environment variable, so that no
+# user config carries a test knob.
+TEST_STEP_SLEEP_ENV = "HICRA_JAX_TEST_STEP_SLEEP_S"
 
 
 class NonFiniteError(RuntimeError):
@@ -189,8 +195,7 @@ class Trainer:
           prompts_per_step=self.prompts_per_step,
           dynamic_filter=bool(self.config.filter.dynamic),
           max_rounds=int(self.config.filter.max_rounds))
-      if float(self.config.debug_sleep_in_step_s):
-        time.sleep(float(self.config.debug_sleep_in_step_s))  # tests: a window to kill a step
+      time.sleep(float(os.environ.get(TEST_STEP_SLEEP_ENV, "0")))  # tests: a window to kill
     except GenerationInterrupted:  # a signal arrived mid-rollout: handled just below
       if not self.signals.stop_requested:
         raise

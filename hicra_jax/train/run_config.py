@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from hicra_jax import config as config_lib
 
+# Fields of earlier versions that runs saved in their checkpoints; dropped when
+# such a run's config is read back (`hicra-jax convert`, eval of a workdir).
+RETIRED_FIELDS = ("debug_sleep_in_step_s",)  # a test knob, now TEST_STEP_SLEEP_ENV
+
 
 def get_config() -> config_lib.ConfigDict:
   """The embedded default config of `train` (a tiny synthetic run; presets override it)."""
@@ -19,7 +23,6 @@ def get_config() -> config_lib.ConfigDict:
   c.workdir = "runs/train"  # checkpoints, metrics, samples and the exported policy
   c.resume = False  # continue from the latest checkpoint in workdir
   c.export_policy = True  # write workdir/policy (HF safetensors) at the end
-  c.debug_sleep_in_step_s = 0.0  # tests only: sleep between rollout and update
 
   c.model = config_lib.ConfigDict()
   c.model.path = "random"  # "smollm2" | "random" | a .gguf file | an HF model directory
