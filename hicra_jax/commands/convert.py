@@ -38,6 +38,19 @@ def _check_workdir(config: config_lib.ConfigDict) -> None:
                         expected="a training workdir with checkpoints/<step>/")
 
 
+def saved_run_config(saved: dict) -> config_lib.ConfigDict:
+  """A run's saved config over today's defaults.
+
+  Fields added since the run was saved take their defaults; retired fields
+  (run_config.RETIRED_FIELDS) are dropped; any other field this version no
+  longer knows fails with ConfigError.
+  """
+  config = train_cmd.get_config()
+  config.update({k: v for k, v in saved.items() if k not in run_config.RETIRED_FIELDS})
+  config_lib.check_fields(config, train_cmd.get_config())
+  return config
+
+
 def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None = None):
   """(policy Decoder, ModelConfig, tokenizer or None, step) of a training checkpoint.
 
@@ -63,12 +76,7 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
       raise config_lib.field_error("step", step, f"one of the checkpoint steps "
                                    f"{ckpt.all_steps()} in {workdir!r} (or -1: the latest)")
     meta = ckpt.restore_meta(step)
-    # The run's config over today's defaults: fields added since the run was
-    # saved take their defaults; fields this version no longer knows fail.
-    config = train_cmd.get_config()
-    config.update({k: v for k, v in meta["config"].items()
-                   if k not in run_config.RETIRED_FIELDS})
-    config_lib.check_fields(config, train_cmd.get_config())
+    config = saved_run_config(meta["config"])
     model, model_config, tokenizer = load_model(config)
     graphdef, template = create_train_state(model, make_optimizer(optimizer_config(config)))
     state, _, _ = ckpt.restore(step, template)
