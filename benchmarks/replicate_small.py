@@ -129,8 +129,11 @@ def run(args) -> dict:
     return time.perf_counter() - t0
 
   # Same weights and key at step 0: one base evaluation stands for all three.
-  eval_s = evaluate("base", trainers[args.algorithms[0]])
-  final_eval_s = eval_s * len(trainers) * 1.2
+  # Until a step has run, the final evaluations are budgeted at this one's time
+  # (compilation included); then at the last rollouts' time, scaled by rows.
+  final_eval_s = evaluate("base", trainers[args.algorithms[0]]) * len(trainers)
+  eval_per_step_rows = (summary["eval_problems"] * summary["eval_samples"]
+                        / (summary["prompts_per_step"] * summary["group_size"]))
   last_round_s = None
   while summary["steps"] < PRESETS[args.preset]["max_steps"]:
     elapsed = time.perf_counter() - t_start
@@ -138,10 +141,13 @@ def run(args) -> dict:
       break
     t0 = time.perf_counter()
     times = {}
+    rollout_s = 0.0
     for name, trainer in trainers.items():
       m = trainer.advance()
       times[name] = round(m.get("time_step_s", 0.0), 2)
+      rollout_s += m.get("time_rollout_s", 0.0)
     last_round_s = time.perf_counter() - t0
+    final_eval_s = 1.2 * rollout_s * max(eval_per_step_rows, 1.0)
     summary["steps"] += 1
     summary["rounds"].append(times)
     _write_json(summary_path, summary)

@@ -344,7 +344,7 @@ def check_path(config: ConfigDict, field: str, *,
 
 
 def flat_fields(config: ConfigDict, prefix: str = "") -> dict[str, Any]:
-  """{"section.field": value} of every leaf field, in definition order."""
+  """{"section.field": value} of every leaf field, in ConfigDict (sorted) order."""
   out: dict[str, Any] = {}
   for key, value in config.items():
     name = f"{prefix}{key}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib.machinery
 import json
@@ -341,3 +342,20 @@ def test_a_data_source_without_its_package_fails_in_validation(tmp_path, monkeyp
         "--config.model.path=smollm2", "--config.reward.name=gsm8k",
         "--config.planning.grams=paper"])
   assert err.value.field == "data.source"
+
+
+def test_evaluate_grades_eval_samples_completions_per_held_out_example(tmp_path):
+  trainer, _ = _trainer(tmp_path, data__eval_size=4, eval__samples=3)
+  calls = []
+
+  def reward_fn(completions, texts, examples, group_size):
+    calls.append((len(completions), len(examples), group_size))
+    return np.asarray([1.0, 0.0, 0.5] * len(examples), np.float32), 0
+
+  trainer.c = dataclasses.replace(trainer.c, reward_fn=reward_fn)
+  try:
+    ev = trainer.evaluate()
+  finally:
+    trainer.close()
+  assert calls == [(12, 4, 3)]
+  assert ev == {"eval_accuracy": pytest.approx(1 / 3), "eval_reward_mean": pytest.approx(0.5)}

@@ -247,7 +247,7 @@ class Trainer:
     examples = list(self.c.eval_examples)
     if not examples:
       return {}
-    n = int(self.config.eval.get("samples", 1))  # runs saved before the field existed: 1
+    n = int(self.config.eval.samples)
     key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), 10**6)
     sampled = self._sample(examples, key, n=n, temperature=float(self.config.eval.temperature))
     rewards, _ = safe_rewards(self.c.reward_fn, sampled.completions, sampled.texts, examples, n)
