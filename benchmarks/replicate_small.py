@@ -65,8 +65,7 @@ def make_configs(preset: str, out: str, model: str, algorithms):
     c.model.path = model
     c.num_steps = PRESETS[preset]["max_steps"]
     c.update_from_flattened_dict(PRESETS[preset].get("overrides", {}))
-    train_cmd.validate(c)
-    configs[algorithm] = c
+    configs[algorithm] = train_cmd.validate(c)
   return configs
 
 

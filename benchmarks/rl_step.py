@@ -49,7 +49,7 @@ def main():
   # pylint: disable=import-outside-toplevel
   from hicra_jax.commands import train as train_cmd
   from hicra_jax.models import load_tokenizer
-  from hicra_jax.models.assets import qwen3_tokenizer_dir
+  from hicra_jax.assets import qwen3_tokenizer_dir
   from hicra_jax.planning import SGTrie, load_strategic_grams, planning_mask_and_counts
   from hicra_jax.train import synthetic
   from flax import nnx
@@ -89,7 +89,7 @@ def main():
                      reward_fn=synthetic.synthetic_reward_fn(5),
                      planner=lambda t, m: planning_mask_and_counts(t, trie, m),
                      stop_ids=stop_ids)
-  trainer = Trainer(c, comps)
+  trainer = Trainer(train_cmd.validate(c), comps)
   rows = []
   try:
     for _ in range(args.steps):

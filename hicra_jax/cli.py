@@ -26,6 +26,7 @@ from typing import Any
 from absl import flags
 
 from hicra_jax import config as config_lib
+from hicra_jax import typed_config
 from hicra_jax.commands import convert
 from hicra_jax.commands import extract_sgs
 from hicra_jax.commands import evaluate
@@ -45,14 +46,18 @@ class Command:
     default_config: factory of the embedded default config; its fields are
       the only ones a config file or override may set.
     validate: raises ConfigError for a bad config; must be cheap (no jax
-      import, no model loading).
+      import, no model loading). Returns what `run` takes: the ConfigDict
+      itself, or a typed config made from it.
     run: does the work; returns None or an exit status.
+    schema: the typed config whose source comments describe the fields in
+      `--help` (None: the comments of `default_config`'s source).
   """
 
   help: str
   default_config: config_lib.ConfigFactory
-  validate: Callable[[config_lib.ConfigDict], None]
-  run: Callable[[config_lib.ConfigDict], Any]
+  validate: Callable[[config_lib.ConfigDict], Any]
+  run: Callable[[Any], Any]
+  schema: type | None = None
 
 
 # The one place where commands are registered (later: train, eval,
@@ -63,7 +68,7 @@ COMMANDS: dict[str, Command] = {
     "extract-sgs": Command(extract_sgs.HELP, extract_sgs.get_config,
                            extract_sgs.validate, extract_sgs.run),
     "eval": Command(evaluate.HELP, evaluate.get_config, evaluate.validate, evaluate.run),
-    "train": Command(train.HELP, train.get_config, train.validate, train.run),
+    "train": Command(train.HELP, train.get_config, train.validate, train.run, train.SCHEMA),
     "convert": Command(convert.HELP, convert.get_config, convert.validate, convert.run),
 }
 
@@ -83,17 +88,22 @@ def usage() -> str:
   return "\n".join(lines)
 
 
+def describe_command(name: str) -> list[tuple[str, Any, str]]:
+  """(field, default, description) of every field of a command's config."""
+  cmd = COMMANDS[name]
+  descriptions = None if cmd.schema is None else typed_config.schema_descriptions(cmd.schema)
+  return config_lib.describe_fields(cmd.default_config, descriptions)
+
+
 def command_help(name: str) -> str:
   """Help for one command: usage, description, every field with its default and meaning."""
-  cmd = COMMANDS[name]
-  rows = [(f"{field}: {value!r}", text)
-          for field, value, text in config_lib.describe_fields(cmd.default_config)]
+  rows = [(f"{field}: {value!r}", text) for field, value, text in describe_command(name)]
   width = min(max(len(left) for left, _ in rows), 44)
   return "\n".join([
       f"usage: {PROG} {name} [--config path.py[:arg]] "
       "[--config.field=value ...] [absl flags]",
       "",
-      cmd.help,
+      COMMANDS[name].help,
       "",
       "fields with their defaults (override one with --config.<field>=<value>):",
       *(f"  {left:<{width}}  # {text}" if text else f"  {left}" for left, text in rows),
@@ -116,7 +126,8 @@ def load_command_config(
       None); other absl flags given on the command line must be defined in it.
 
   Returns:
-    The validated config.
+    What the command's `validate` returns: the validated config (typed for
+    `train`).
 
   Raises:
     KeyError: `name` is not registered.
@@ -130,8 +141,7 @@ def load_command_config(
         f"unexpected positional arguments {rest[1:]!r}; expected only flags "
         "(--config path.py, --config.field=value)")
   config_lib.check_fields(config, cmd.default_config())
-  cmd.validate(config)
-  return config
+  return cmd.validate(config)
 
 
 def _fail(message: str) -> None:

@@ -22,7 +22,7 @@ import io
 import os
 import re
 import tokenize
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from absl import flags
@@ -253,10 +253,9 @@ def check_fields(config: ConfigDict, reference: ConfigDict,
                       f"{reference[missing[0]]!r})", field=name)
 
 
-def _check_number(config: ConfigDict, field: str, types: tuple[type, ...], kind: str,
+def _check_number(field: str, value: Any, types: tuple[type, ...], kind: str,
                   minimum: float | None, maximum: float | None) -> Any:
   """A value of `types` (never bool) in [minimum, maximum]; `kind` names it."""
-  value = get_field(config, field)
   bounds = [f"{op} {b}" for op, b in ((">=", minimum), ("<=", maximum)) if b is not None]
   expected = kind + (" " + " and ".join(bounds) if bounds else "")
   if (isinstance(value, bool) or not isinstance(value, types)
@@ -266,35 +265,71 @@ def _check_number(config: ConfigDict, field: str, types: tuple[type, ...], kind:
   return value
 
 
+# Value-level checks: `field` only names the value in the error. The ConfigDict
+# checkers below and the typed sections (hicra_jax.typed_config) share them.
+
+
+def checked_int(field: str, value: Any, minimum: int | None, maximum: int | None) -> int:
+  """An int (not bool) in [minimum, maximum]."""
+  return _check_number(field, value, (int,), "an integer", minimum, maximum)
+
+
+def checked_float(field: str, value: Any, minimum: float | None, maximum: float | None) -> float:
+  """A real number (int accepted, returned as float) in [minimum, maximum]."""
+  return float(_check_number(field, value, (int, float), "a number", minimum, maximum))
+
+
+def checked_choice(field: str, value: Any, choices: Sequence[Any]) -> Any:
+  """One of `choices`."""
+  if value not in choices:
+    raise field_error(field, value, f"one of {list(choices)!r}")
+  return value
+
+
+def checked_str(field: str, value: Any, empty: bool) -> str:
+  """A string (non-empty unless `empty`)."""
+  if not isinstance(value, str) or (not empty and not value.strip()):
+    raise field_error(field, value, "a string" if empty else "a non-empty string")
+  return value
+
+
+def checked_path(field: str, value: Any, aliases: Sequence[str],
+                 predicate: Callable[[str], bool], expected: str) -> str:
+  """One of `aliases` or a path satisfying `predicate` (user-expanded)."""
+  if aliases:
+    expected = f"one of {list(aliases)!r} or {expected}"
+  if not isinstance(value, (str, os.PathLike)) or not str(value):
+    raise field_error(field, value, expected)
+  value = os.fspath(value)
+  if value in aliases:
+    return value
+  if not predicate(os.path.expanduser(value)):
+    raise field_error(field, value, expected)
+  return value
+
+
 def check_int(config: ConfigDict, field: str, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
   """An int (not bool) in [minimum, maximum]."""
-  return _check_number(config, field, (int,), "an integer", minimum, maximum)
+  return checked_int(field, get_field(config, field), minimum, maximum)
 
 
 def check_float(config: ConfigDict, field: str, *,
                 minimum: float | None = None,
                 maximum: float | None = None) -> float:
   """A real number (int accepted) in [minimum, maximum]."""
-  return float(_check_number(config, field, (int, float), "a number", minimum, maximum))
+  return checked_float(field, get_field(config, field), minimum, maximum)
 
 
 def check_choice(config: ConfigDict, field: str,
                  choices: Sequence[Any]) -> Any:
   """One of `choices`."""
-  value = get_field(config, field)
-  if value not in choices:
-    raise field_error(field, value, f"one of {list(choices)!r}")
-  return value
+  return checked_choice(field, get_field(config, field), choices)
 
 
 def check_str(config: ConfigDict, field: str, *, empty: bool = False) -> str:
   """A string (non-empty unless `empty`)."""
-  value = get_field(config, field)
-  if not isinstance(value, str) or (not empty and not value.strip()):
-    raise field_error(field, value,
-                      "a string" if empty else "a non-empty string")
-  return value
+  return checked_str(field, get_field(config, field), empty)
 
 
 def check_str_list(config: ConfigDict, field: str, *,
@@ -330,17 +365,7 @@ def check_path(config: ConfigDict, field: str, *,
                predicate: Callable[[str], bool] = os.path.exists,
                expected: str = "an existing file or directory") -> str:
   """One of `aliases` or a path satisfying `predicate`."""
-  value = get_field(config, field)
-  if aliases:
-    expected = f"one of {list(aliases)!r} or {expected}"
-  if not isinstance(value, (str, os.PathLike)) or not str(value):
-    raise field_error(field, value, expected)
-  value = os.fspath(value)
-  if value in aliases:
-    return value
-  if not predicate(os.path.expanduser(value)):
-    raise field_error(field, value, expected)
-  return value
+  return checked_path(field, get_field(config, field), aliases, predicate, expected)
 
 
 def flat_fields(config: ConfigDict, prefix: str = "") -> dict[str, Any]:
@@ -355,24 +380,23 @@ def flat_fields(config: ConfigDict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def field_descriptions(factory: Callable[[], ConfigDict]) -> dict[str, str]:
-  """{"section.field": description} from the comments of a config factory's source.
+def source_comments(obj: Any, assignment: str) -> dict[str, str]:
+  """{name: comment} of the assignments in obj's source (a function or a class).
 
-  A field's description is the comment at the end of the line that assigns it
-  (`c.rollout.group_size = 8  # samples per prompt`), else the comment lines
-  right above it. Fields set inside a `ConfigDict(dict(a=..., b=...))` literal
-  inherit the description of the line that assigns the section.
+  `assignment` is a regex whose group 1 is the assigned name. A name's
+  comment is the one at the end of its line, else the comment lines right
+  above it.
   """
-  source = inspect.getsource(factory)
+  source = inspect.getsource(obj)
   comments: dict[int, str] = {}
   for tok in tokenize.generate_tokens(io.StringIO(source).readline):
     if tok.type == tokenize.COMMENT:
       comments[tok.start[0]] = tok.string.lstrip("#").strip()
   lines = source.splitlines()
-  assignment = re.compile(r"^\s*\w+\.([\w.]+)\s*=(?!=)")
+  pattern = re.compile(assignment)
   out: dict[str, str] = {}
   for number, line in enumerate(lines, start=1):
-    match = assignment.match(line)
+    match = pattern.match(line)
     if not match:
       continue
     text = comments.get(number)
@@ -387,12 +411,27 @@ def field_descriptions(factory: Callable[[], ConfigDict]) -> dict[str, str]:
   return out
 
 
-def describe_fields(factory: Callable[[], ConfigDict]) -> list[tuple[str, Any, str]]:
+def field_descriptions(factory: Callable[[], ConfigDict]) -> dict[str, str]:
+  """{"section.field": description} from the comments of a config factory's source.
+
+  A field's description is the comment at the end of the line that assigns it
+  (`c.rollout.group_size = 8  # samples per prompt`), else the comment lines
+  right above it. Fields set inside a `ConfigDict(dict(a=..., b=...))` literal
+  inherit the description of the line that assigns the section.
+  """
+  return source_comments(factory, r"^\s*\w+\.([\w.]+)\s*=(?!=)")
+
+
+def describe_fields(factory: Callable[[], ConfigDict],
+                    descriptions: Mapping[str, str] | None = None) -> list[tuple[str, Any, str]]:
   """(field, default, description) of every leaf field of factory()'s config.
 
-  A field without a description of its own takes its section's, if any.
+  `descriptions` ({"section.field": text}) defaults to the comments of the
+  factory's source (`field_descriptions`). A field without a description of
+  its own takes its section's, if any.
   """
-  descriptions = field_descriptions(factory)
+  if descriptions is None:
+    descriptions = field_descriptions(factory)
   rows = []
   for name, value in flat_fields(factory()).items():
     parts = name.split(".")

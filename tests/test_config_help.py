@@ -28,7 +28,7 @@ def test_descriptions_come_from_trailing_and_preceding_comments():
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
 def test_every_field_of_every_command_is_described(name):
-  rows = config_lib.describe_fields(cli.COMMANDS[name].default_config)
+  rows = cli.describe_command(name)
   assert rows, name
   assert [field for field, _, text in rows if not text] == []
   help_text = cli.command_help(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +34,7 @@ def test_running_mean_and_relative_perplexity_by_hand():
 def test_configs_differ_only_in_algorithm_and_workdir(tmp_path):
   configs = replicate_small.make_configs("cpu-smoke", str(tmp_path), "smollm2",
                                          replicate_small.ALGORITHMS)
-  flat = {name: c.to_dict() for name, c in configs.items()}
+  flat = {name: dataclasses.asdict(c) for name, c in configs.items()}
   for name, c in flat.items():
     assert c["algorithm"] == name
     assert c["workdir"] == os.path.join(str(tmp_path), name)

@@ -12,7 +12,7 @@ import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from hicra_jax.data import prompts as P
-from hicra_jax.models import assets
+from hicra_jax import assets
 from hicra_jax.models.tokenizer import load_tokenizer
 
 TEXTS = (

@@ -13,7 +13,7 @@ import pytest
 
 from hicra_jax import cli
 from hicra_jax import config as config_lib
-from hicra_jax.commands import train as train_cmd
+from hicra_jax.train.run_config import RunConfig
 import readme_helpers as readme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def test_presets_load_with_every_algorithm(tmp_path, preset, algorithm):
 def test_quickstart_config_validates():
   path = os.path.join(ROOT, "configs", "quickstart.py")
   config = cli.load_command_config("train", ["hicra-jax train", f"--config={path}"])
-  train_cmd.validate(config)
+  assert isinstance(config, RunConfig)  # validated and typed
   assert config.model.path == "smollm2" and config.data.source == "reasoning_gym"
 
 

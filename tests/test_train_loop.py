@@ -25,7 +25,9 @@ from hicra_jax.sampling import GenerationInterrupted
 from hicra_jax.train import rollout, synthetic
 from hicra_jax.train.build import build_components, text_reward_fn
 from hicra_jax.train.loop import NonFiniteError, Trainer
-from hicra_jax.train.metrics import STEP_KEYS, WandbOptions, WandbWriter
+from hicra_jax.train.metrics import STEP_KEYS, WandbWriter
+from hicra_jax.train.run_config import WandbConfig
+from hicra_jax.typed_config import to_config_dict
 import readme_helpers as readme
 from train_helpers import tiny_config
 
@@ -225,10 +227,9 @@ def test_a_workdir_with_checkpoints_needs_resume(tmp_path):
     trainer.close()
   # The CLI refuses before building anything; the Trainer refuses too.
   with pytest.raises(config_lib.ConfigError, match="resume=True") as err:
-    train_cmd.validate(config)
+    train_cmd.validate(to_config_dict(config))
   assert err.value.field == "workdir"
-  config.resume = True
-  train_cmd.validate(config)
+  config = train_cmd.validate(to_config_dict(dataclasses.replace(config, resume=True)))
   again = Trainer(config, build_components(config))
   try:
     with pytest.raises(FileExistsError, match="resume=True"):
@@ -275,8 +276,7 @@ def test_wandb_mirrors_scalars_and_a_resumed_run_keeps_its_run_id(tmp_path, monk
     trainer.run()
   finally:
     trainer.close()
-  config.num_steps = 2
-  config.resume = True
+  config = dataclasses.replace(config, num_steps=2, resume=True)
   again = Trainer(config, build_components(config))
   try:
     again.run(resume=True)
@@ -294,7 +294,7 @@ def test_wandb_mirrors_scalars_and_a_resumed_run_keeps_its_run_id(tmp_path, monk
 
 
 def test_wandb_offline_with_the_real_library(tmp_path):
-  writer = WandbWriter(str(tmp_path), WandbOptions(project="hicra-tests", mode="offline"),
+  writer = WandbWriter(str(tmp_path), WandbConfig(project="hicra-tests", mode="offline"),
                        {"algorithm": "hicra"})
   writer.write(1, {"reward_mean": 0.25, "example_ids": [1, 2]})
   writer.close()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from hicra_jax import config as config_lib
 from hicra_jax.commands import train as train_cmd
+from hicra_jax.train.run_config import RunConfig
 
 
-def tiny_config(workdir, **overrides) -> config_lib.ConfigDict:
-  """The embedded train config (random 2-layer model, synthetic task) plus overrides.
+def tiny_config(workdir, **overrides) -> RunConfig:
+  """The embedded train config (random 2-layer model, synthetic task) plus overrides, validated.
 
   overrides: dotted names with "__" for ".", e.g. rollout__group_size=4.
   """
@@ -22,5 +22,4 @@ def tiny_config(workdir, **overrides) -> config_lib.ConfigDict:
     for part in parts[:-1]:
       node = node[part]
     node[parts[-1]] = value
-  train_cmd.validate(config)
-  return config
+  return train_cmd.validate(config)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 
 from hicra_jax import config as config_lib
-from hicra_jax.commands import train as train_cmd
 from hicra_jax.train import run_config
+from hicra_jax.train.run_config import ModelSettings, OptimConfig
+from hicra_jax.typed_config import from_mapping
 
 HELP = "export a training checkpoint's policy as a Hugging Face directory (safetensors)"
 
@@ -26,11 +27,12 @@ def get_config() -> config_lib.ConfigDict:
   return c
 
 
-def validate(config: config_lib.ConfigDict) -> None:
+def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   """Field types only: the embedded default must validate before any run exists."""
   config_lib.check_str(config, "workdir")
   config_lib.check_int(config, "step", minimum=-1)
   config_lib.check_str(config, "output")
+  return config
 
 
 def _check_workdir(config: config_lib.ConfigDict) -> None:
@@ -39,15 +41,17 @@ def _check_workdir(config: config_lib.ConfigDict) -> None:
 
 
 def saved_run_config(saved: dict) -> config_lib.ConfigDict:
-  """A run's saved config over today's defaults.
+  """A run's saved config over today's defaults (a ConfigDict, its values unchecked).
 
   Fields added since the run was saved take their defaults; retired fields
   (run_config.RETIRED_FIELDS) are dropped; any other field this version no
-  longer knows fails with ConfigError.
+  longer knows fails with ConfigError. Only the sections a restore needs are
+  checked (by `restore_policy`): the data file or a custom reward of the run
+  need not exist where its policy is exported.
   """
-  config = train_cmd.get_config()
+  config = run_config.get_config()
   config.update({k: v for k, v in saved.items() if k not in run_config.RETIRED_FIELDS})
-  config_lib.check_fields(config, train_cmd.get_config())
+  config_lib.check_fields(config, run_config.get_config())
   return config
 
 
@@ -77,13 +81,16 @@ def restore_policy(workdir: str, step: int | None = None, *, dtype: str | None =
                                    f"{ckpt.all_steps()} in {workdir!r} (or -1: the latest)")
     meta = ckpt.restore_meta(step)
     config = saved_run_config(meta["config"])
-    model, model_config, tokenizer = load_model(config)
-    graphdef, template = create_train_state(model, make_optimizer(optimizer_config(config)))
+    settings = from_mapping(ModelSettings, config.model, "model.")
+    model, model_config, tokenizer = load_model(settings, seed=config.seed)
+    optimizer = make_optimizer(optimizer_config(from_mapping(OptimConfig, config.optim, "optim."),
+                                                total_steps=config.num_steps * config.loss.epochs))
+    graphdef, template = create_train_state(model, optimizer)
     state, _, _ = ckpt.restore(step, template)
   finally:
     ckpt.close()
   policy = nnx.merge(graphdef, state.params)
-  if dtype is not None and dtype != config.model.dtype:
+  if dtype is not None and dtype != settings.dtype:
     params = {k: v.astype(dtype) for k, v in flat_params(policy).items()}
     policy = build_model(model_config, params, param_dtype=dtype, remat=policy.remat)
   return policy, model_config, tokenizer, step

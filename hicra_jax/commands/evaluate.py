@@ -23,8 +23,8 @@ import time
 from ml_collections import config_dict
 
 from hicra_jax import config as config_lib
+from hicra_jax import options
 from hicra_jax.commands.convert import restore_policy
-from hicra_jax.commands.generate import DTYPES, MODEL_ALIASES, TEMPLATES
 from hicra_jax.eval.benchmarks import resolve_source
 
 HELP = "evaluate a policy on math benchmarks (avg@k, pass@k, strict \\boxed{} matching)"
@@ -66,14 +66,14 @@ def get_config() -> config_lib.ConfigDict:
   return config
 
 
-def validate(config: config_lib.ConfigDict) -> None:
+def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   """Checks every field, including that each benchmark resolves; raises ConfigError."""
   # Imported here: keeps `hicra-jax --help` from importing numpy.
   from hicra_jax.rewards.registry import REWARDS  # pylint: disable=import-outside-toplevel
   model = config_lib.get_field(config, "model")
   if not (isinstance(model, str) and config_lib.is_training_workdir(model)):
     config_lib.check_path(
-        config, "model", aliases=MODEL_ALIASES, predicate=config_lib.is_model_path,
+        config, "model", aliases=options.MODEL_ALIASES, predicate=config_lib.is_model_path,
         expected="the path of a .gguf file, of a Hugging Face model directory (with "
         "config.json) or of a training workdir (with checkpoints/<step>/)")
   config_lib.check_int(config, "step", minimum=-1)
@@ -81,7 +81,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
     raise config_lib.field_error("tokenizer", tokenizer,
                                  "'' (the model's) or an existing file or folder")
-  config_lib.check_choice(config, "dtype", DTYPES)
+  config_lib.check_choice(config, "dtype", options.DTYPES)
   config_lib.check_str(config, "label", empty=True)
   data_dir = config_lib.check_str(config, "data_dir", empty=True)
   if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
@@ -110,7 +110,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   if not min_p < 1:
     raise config_lib.field_error("min_p", min_p, "a number in [0, 1)")
   config_lib.check_int(config, "max_new_tokens", minimum=1)
-  config_lib.check_choice(config, "template", TEMPLATES)
+  config_lib.check_choice(config, "template", options.TEMPLATES)
   if config.instruction is not None:
     config_lib.check_str(config, "instruction", empty=True)
   config_lib.check_str(config, "system", empty=True)
@@ -122,6 +122,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   config_lib.check_int(config, "grading_workers", minimum=0)
   config_lib.check_int(config, "seed", minimum=0)
   config_lib.check_str(config, "output_dir")
+  return config
 
 
 def default_label(path: str) -> str:

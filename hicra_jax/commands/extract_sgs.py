@@ -67,7 +67,7 @@ def input_paths(value: str) -> list[str]:
   return [os.path.expanduser(p.strip()) for p in value.split(",") if p.strip()]
 
 
-def validate(config: config_lib.ConfigDict) -> None:
+def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   """Checks every field; raises ConfigError. Cheap: loads nothing."""
   value = config_lib.check_str(config, "input")
   if value not in INPUT_ALIASES:
@@ -120,6 +120,7 @@ def validate(config: config_lib.ConfigDict) -> None:
   config_lib.check_int(config, "seed", minimum=0)
   if not isinstance(config.progress, bool):
     raise config_lib.field_error("progress", config.progress, "True or False")
+  return config
 
 
 def load_documents(config: config_lib.ConfigDict) -> list[str]:

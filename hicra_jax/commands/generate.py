@@ -17,10 +17,6 @@ from hicra_jax.data.prompts import encode_prompts, stop_tokens
 
 HELP = "greedy generation from a real model on a few math prompts"
 
-MODEL_ALIASES = ("smollm2",)
-DTYPES = options.DTYPES
-TEMPLATES = ("auto", "chat", "plain")
-
 
 def get_config() -> config_lib.ConfigDict:
   """The embedded default config of `generate`."""
@@ -45,17 +41,18 @@ def get_config() -> config_lib.ConfigDict:
   return config
 
 
-def validate(config: config_lib.ConfigDict) -> None:
+def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   """Checks every field; raises ConfigError. Cheap: touches no model."""
   config_lib.check_path(
-      config, "model", aliases=MODEL_ALIASES, predicate=config_lib.is_model_path,
+      config, "model", aliases=options.MODEL_ALIASES, predicate=config_lib.is_model_path,
       expected="the path of a .gguf file or of a Hugging Face model "
       "directory (with config.json)")
-  config_lib.check_choice(config, "dtype", DTYPES)
+  config_lib.check_choice(config, "dtype", options.DTYPES)
   config_lib.check_str_list(config, "prompts")
   config_lib.check_int(config, "max_new_tokens", minimum=1)
-  config_lib.check_choice(config, "template", TEMPLATES)
+  config_lib.check_choice(config, "template", options.TEMPLATES)
   config_lib.check_int(config, "seed", minimum=0)
+  return config
 
 
 def run(config: config_lib.ConfigDict) -> None:

@@ -24,11 +24,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
+from hicra_jax import options
+
 if TYPE_CHECKING:  # annotations only: importing transformers takes seconds
   from transformers import PreTrainedTokenizerBase
 
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-TEMPLATES = ("auto", "chat", "plain")
+TEMPLATES = options.TEMPLATES
 PLAIN_QUESTION = "Question: "
 PLAIN_ANSWER = "Answer:"
 PLAIN_TURN_SEPARATOR = "\n\n"

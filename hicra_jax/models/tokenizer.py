@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-import gguf
+from hicra_jax.models.gguf_tokenizer import load_gguf_tokenizer
 
 if TYPE_CHECKING:
   from transformers import PreTrainedTokenizerFast
@@ -18,7 +18,6 @@ TOKENIZER_JSON = "tokenizer.json"
 # Vocabulary files from which transformers can build a fast tokenizer without tokenizer.json
 # (SentencePiece model; GPT-2 style vocab.json + merges.txt).
 _CONVERTIBLE_FILES = ("tokenizer.model", "vocab.json")
-_GGUF_CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
 _EXPECTED = ("a Hugging Face model directory (tokenizer.json and/or tokenizer_config.json), "
              "a folder with tokenizer.json, or a .gguf file")
 
@@ -81,31 +80,8 @@ def _load_dir(directory: str) -> PreTrainedTokenizerFast:
 
 
 def _load_gguf(path: str) -> PreTrainedTokenizerFast:
-  """Loads a GGUF file through transformers' GGUF support; the chat template comes from metadata."""
-  # PreTrainedTokenizerFast runs the same GGUF tokenizer converter as AutoTokenizer but only
-  # reads the tokenizer metadata; AutoTokenizer also parses the whole file to build a model
-  # config (seconds rather than a fraction of one for SmolLM2-135M), then builds the same
-  # tokenizer.
-  from transformers import PreTrainedTokenizerFast  # heavy (~3 s): on first load
-  tokenizer = PreTrainedTokenizerFast.from_pretrained(
-      os.path.dirname(path), gguf_file=os.path.basename(path), local_files_only=True)
-  tokenizer = _check_fast(tokenizer, path)
-  if not tokenizer.chat_template:
-    # transformers copies `tokenizer.chat_template` into the tokenizer; keep a direct read
-    # as a safety net for versions that do not.
-    template = _gguf_chat_template(path)
-    if template:
-      tokenizer.chat_template = template
-  return tokenizer
-
-
-def _gguf_chat_template(path: str) -> str | None:
-  """Returns the `tokenizer.chat_template` string of a GGUF file's metadata, or None."""
-  field = gguf.GGUFReader(path).fields.get(_GGUF_CHAT_TEMPLATE_KEY)
-  if field is None:
-    return None
-  value = field.contents()
-  return value if isinstance(value, str) and value else None
+  """Rebuilds the tokenizer from the GGUF metadata (no torch; see gguf_tokenizer)."""
+  return _check_fast(load_gguf_tokenizer(path), path)
 
 
 def _check_fast(tokenizer: object, source: str) -> PreTrainedTokenizerFast:

@@ -1,5 +1,6 @@
 """The RL trainer: train state, jitted update, loop, Orbax checkpoints, metric writers.
 
+  run_config.py  `RunConfig`: the run's frozen, typed sections that check themselves
   state.py       TrainState, AdamW + warmup/constant/cosine schedule + clipping
   step.py        pure jittable pieces: sequences, log-probs, advantages, `update`
   loop.py        `Trainer`: holds the state and the jitted update; orchestrates one step
@@ -25,6 +26,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "hicra_jax.train.run_config": ("RunConfig", "parse"),
     "hicra_jax.train.state": ("OptimizerConfig", "TrainState", "create_train_state",
                               "learning_rate_schedule", "make_optimizer"),
     "hicra_jax.train.step": ("ALGORITHMS", "Batch", "UpdateConfig", "build_sequences",
@@ -39,6 +41,6 @@ def __getattr__(name: str) -> Any:
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ALGORITHMS", "Batch", "OptimizerConfig", "TrainState", "UpdateConfig",
+__all__ = ["ALGORITHMS", "Batch", "OptimizerConfig", "RunConfig", "TrainState", "UpdateConfig",
            "build_sequences", "create_train_state", "learning_rate_schedule", "make_optimizer",
-           "policy_logprobs", "token_advantages", "update"]
+           "parse", "policy_logprobs", "token_advantages", "update"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -22,16 +22,20 @@ from hicra_jax.planning.trie import save_bytes
 from hicra_jax.rewards import ERROR, TIMEOUT, grade_batch
 from hicra_jax.train import synthetic
 from hicra_jax.train.loop import Components
+from hicra_jax.train.run_config import (RANDOM_MODEL, SYNTHETIC, SYNTHETIC_REWARD, MeshConfig,
+                                         ModelSettings, RunConfig)
 
 logger = logging.getLogger("hicra_jax.train")
 
 
-def load_model(config, mesh=None):
-  """(model, ModelConfig, tokenizer or None) of config.model, placed on `mesh` if given."""
-  m = config.model
-  if m.path == "random":
-    model_config = ModelConfig(**m.random.to_dict())
-    model = Decoder(model_config, rngs=nnx.Rngs(int(config.seed)), param_dtype=m.dtype,
+def load_model(m: ModelSettings, *, seed: int = 0, mesh=None):
+  """(model, ModelConfig, tokenizer or None) of a `model` section, placed on `mesh` if given.
+
+  seed: the init seed of the "random" model.
+  """
+  if m.path == RANDOM_MODEL:
+    model_config = ModelConfig(**dataclasses.asdict(m.random))
+    model = Decoder(model_config, rngs=nnx.Rngs(seed), param_dtype=m.dtype,
                     compute_dtype=m.compute_dtype or None, remat=m.remat)
     if mesh is not None:
       sharding.shard_model(model, mesh)
@@ -44,16 +48,16 @@ def load_model(config, mesh=None):
   return model, model_config, tokenizer
 
 
-def load_examples(config, tokenizer) -> list[dict[str, Any]]:
+def load_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
   """All examples (eval ones first), each with "id" and "prompt_ids"."""
   d = config.data
-  if d.source == "synthetic":
+  if d.source == SYNTHETIC:
     return synthetic.synthetic_examples(d.size + d.eval_size,
                                         vocab_size=config.model.random.vocab_size,
-                                        prompt_len=d.prompt_len, seed=int(config.seed))
+                                        prompt_len=d.prompt_len, seed=config.seed)
   rows = load_rows(d.source, path=d.path, name=d.name, split=d.split, task=d.task,
-                   size=d.size + d.eval_size, seed=int(config.seed),
-                   task_kwargs=json.loads(d.task_kwargs), question_field=d.question_field,
+                   size=d.size + d.eval_size, seed=config.seed,
+                   task_kwargs=d.kwargs, question_field=d.question_field,
                    answer_field=d.answer_field)
   return attach_prompt_ids(rows, tokenizer, template=d.template)
 
@@ -68,12 +72,12 @@ def text_reward_fn(name: str, timeout_s: float):
   return reward
 
 
-def build_planner(config, tokenizer):
+def build_planner(config: RunConfig, tokenizer):
   """(planner, trie bytes)."""
   grams = config.planning.grams
-  if grams == "synthetic":
-    pattern = tuple(int(t) for t in config.planning.synthetic_pattern)
-    return functools.partial(synthetic.ngram_planner, pattern=pattern), b""
+  if grams == SYNTHETIC:
+    return functools.partial(synthetic.ngram_planner,
+                             pattern=config.planning.synthetic_pattern), b""
   if grams == "none":
     def no_planning(tokens, mask):
       return jnp.zeros(tokens.shape, bool), jnp.zeros((tokens.shape[0], 1), jnp.int32)
@@ -82,27 +86,29 @@ def build_planner(config, tokenizer):
   return (lambda tokens, mask: planning_mask_and_counts(tokens, trie, mask)), save_bytes(trie)
 
 
-def make_mesh(config):
+def make_mesh(mesh: MeshConfig):
   """The run's device mesh, or None for a single-device run (all mesh sizes 1)."""
-  sizes = {k: int(v) for k, v in config.model.mesh.items()}
+  sizes = dataclasses.asdict(mesh)
   if all(v == 1 for v in sizes.values()):
     return None
   return sharding.make_mesh(**sizes)
 
 
-def build_components(config) -> Components:
-  model, model_config, tokenizer = load_model(config, make_mesh(config))
+def build_components(config: RunConfig) -> Components:
+  """The model (on the run's mesh), examples, reward, planner and KL reference of a run."""
+  model, model_config, tokenizer = load_model(config.model, seed=config.seed,
+                                              mesh=make_mesh(config.model.mesh))
   examples = load_examples(config, tokenizer)
-  eval_size = int(config.data.eval_size)
-  if config.reward.name == "synthetic_target":
-    reward_fn = synthetic.synthetic_reward_fn(int(config.reward.target_token))
+  eval_size = config.data.eval_size
+  if config.reward.name == SYNTHETIC_REWARD:
+    reward_fn = synthetic.synthetic_reward_fn(config.reward.target_token)
     stop_ids: tuple[int, ...] = ()
   else:
-    reward_fn = text_reward_fn(config.reward.name, float(config.reward.timeout_s))
+    reward_fn = text_reward_fn(config.reward.name, config.reward.timeout_s)
     stop_ids = tuple(stop_tokens(tokenizer).ids)
   planner, trie_bytes = build_planner(config, tokenizer)
   ref_params = None
-  if float(config.loss.kl_coef) > 0:
+  if config.loss.kl_coef > 0:
     ref_params = jax.tree_util.tree_map(lambda x: x.copy(), nnx.state(model))
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
   logger.info("model %s: %.1fM params (%s); %d training + %d eval examples; algorithm %s",

@@ -32,8 +32,10 @@ from hicra_jax.train import step as step_lib
 from hicra_jax.train import step_metrics
 from hicra_jax.train.batch import Planner
 from hicra_jax.train.checkpoint import Checkpointer, encode_bytes
-from hicra_jax.train.metrics import MetricWriter, Progress, WandbOptions
+from hicra_jax.train.metrics import MetricWriter, Progress
 from hicra_jax.train.rollout import RewardFn, safe_rewards
+from hicra_jax.train.run_config import OptimConfig, RunConfig
+from hicra_jax.typed_config import to_dict
 from hicra_jax.train.signals import StopSignals
 from hicra_jax.train.state import (OptimizerConfig, create_train_state, learning_rate_schedule,
                                    make_optimizer, optimizer_count)
@@ -77,65 +79,57 @@ class Components:
   model_config: Any = None
 
 
-def optimizer_config(config) -> OptimizerConfig:
-  """The `OptimizerConfig` of a train config (total steps = num_steps x epochs)."""
+def optimizer_config(o: OptimConfig, *, total_steps: int) -> OptimizerConfig:
+  """The `OptimizerConfig` of an `optim` section; total_steps: optimizer updates of the run."""
   return OptimizerConfig(
-      lr=float(config.optim.lr), warmup_steps=int(config.optim.warmup_steps),
-      schedule=config.optim.schedule, total_steps=max(
-          int(config.num_steps) * int(config.loss.epochs), 1),
-      final_lr_fraction=float(config.optim.final_lr_fraction),
-      weight_decay=float(config.optim.weight_decay), b1=float(config.optim.b1),
-      b2=float(config.optim.b2), eps=float(config.optim.eps),
-      max_grad_norm=float(config.optim.max_grad_norm))
+      lr=o.lr, warmup_steps=o.warmup_steps, schedule=o.schedule, total_steps=total_steps,
+      final_lr_fraction=o.final_lr_fraction, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+      eps=o.eps, max_grad_norm=o.max_grad_norm)
 
 
-def update_config(config, *, has_reference: bool) -> step_lib.UpdateConfig:
-  """The update's static options of a train config (KL only with a reference model)."""
-  rows = int(config.rollout.group_size) * int(config.rollout.prompts_per_step)
-  entropy_coef = float(config.loss.entropy_coef) if config.algorithm == "entropy_reg" else 0.0
+def update_config(config: RunConfig, *, has_reference: bool) -> step_lib.UpdateConfig:
+  """The update's static options of a run (KL only with a reference model)."""
+  loss = config.loss
   return step_lib.UpdateConfig(
-      clip_low=float(config.loss.clip_low), clip_high=float(config.loss.clip_high),
-      aggregation=config.loss.aggregation, entropy_coef=entropy_coef,
-      kl_coef=float(config.loss.kl_coef) if has_reference else 0.0,
-      kl_estimator=config.loss.kl_estimator,
-      micro_batches=rows // int(config.loss.micro_batch_size),
-      epochs=int(config.loss.epochs), old_logprobs=config.rollout.old_logprobs,
-      temperature=float(config.rollout.temperature))
+      clip_low=loss.clip_low, clip_high=loss.clip_high, aggregation=loss.aggregation,
+      entropy_coef=config.entropy_coef, kl_coef=loss.kl_coef if has_reference else 0.0,
+      kl_estimator=loss.kl_estimator, micro_batches=config.rollout.rows // loss.micro_batch_size,
+      epochs=loss.epochs, old_logprobs=config.rollout.old_logprobs,
+      temperature=config.rollout.temperature)
 
 
 class Trainer:
   """One training run. `run()` trains to config.num_steps; see module docstring."""
 
-  def __init__(self, config, components: Components):
+  def __init__(self, config: RunConfig, components: Components):
+    if not isinstance(config, RunConfig):
+      raise TypeError(f"Trainer needs a RunConfig (hicra_jax.train.run_config.parse turns a "
+                      f"ConfigDict into one), got {type(config).__name__}")
     self.config = config
     self.c = components
-    self.group_size = int(config.rollout.group_size)
-    self.prompts_per_step = int(config.rollout.prompts_per_step)
-    self.rows = self.group_size * self.prompts_per_step
-    opt_cfg = optimizer_config(config)
+    self.group_size = config.rollout.group_size
+    self.prompts_per_step = config.rollout.prompts_per_step
+    self.rows = config.rollout.rows
+    opt_cfg = optimizer_config(config.optim, total_steps=config.num_steps * config.loss.epochs)
     self.schedule = learning_rate_schedule(opt_cfg)
     self.optimizer = make_optimizer(opt_cfg)
     self.graphdef, self.state = create_train_state(components.model, self.optimizer)
     self.update_cfg = update_config(config, has_reference=components.ref_params is not None)
     self.credit_options = batch_lib.CreditOptions(
-        algorithm=config.algorithm, alpha=float(config.planning.alpha),
+        algorithm=config.algorithm, alpha=config.planning.alpha,
         group_size=self.group_size, estimator=config.loss.estimator, scale=config.loss.scale)
-    self.base_key = jax.random.key(int(config.seed))
-    self.data = ExampleStream(components.examples, int(config.seed))
+    self.base_key = jax.random.key(config.seed)
+    self.data = ExampleStream(components.examples, config.seed)
     self.stage = 0  # curriculum stage: index into rollout.max_new_tokens
     self.workdir = config.workdir
     self.is_main = jax.process_index() == 0
     self.checkpointer = Checkpointer(
-        f"{self.workdir}/checkpoints", keep=int(config.checkpoint.keep),
-        keep_best=int(config.checkpoint.keep_best),
-        async_save=bool(config.checkpoint.async_save))
+        f"{self.workdir}/checkpoints", keep=config.checkpoint.keep,
+        keep_best=config.checkpoint.keep_best, async_save=config.checkpoint.async_save)
     self.writer = None
     if self.is_main:
-      wandb = config.log.get("wandb")
-      self.writer = MetricWriter(
-          self.workdir, tensorboard=bool(config.log.tensorboard),
-          wandb=WandbOptions(**wandb.to_dict()) if wandb is not None else None,
-          run_config=config.to_dict())
+      self.writer = MetricWriter(self.workdir, tensorboard=config.log.tensorboard,
+                                 wandb=config.log.wandb, run_config=to_dict(config))
     self.signals = StopSignals()  # SIGTERM: stop at the next safe point (see run)
     self.last_eval_accuracy = None
     self.last_samples: list[dict[str, Any]] = []  # the last step's sample-log entries
@@ -144,11 +138,11 @@ class Trainer:
 
   @property
   def max_new_tokens(self) -> int:
-    return int(self.config.rollout.max_new_tokens[self.stage])
+    return self.config.rollout.max_new_tokens[self.stage]
 
   def meta(self) -> dict[str, Any]:
     return {"data_state": self.data.get_state(), "curriculum_stage": self.stage,
-            "config": self.config.to_dict(), "trie_npz_base64": encode_bytes(self.c.trie_bytes)}
+            "config": to_dict(self.config), "trie_npz_base64": encode_bytes(self.c.trie_bytes)}
 
   def save(self, *, force: bool = False) -> None:
     step = int(self.state.step)
@@ -173,12 +167,12 @@ class Trainer:
   def _sample(self, examples, key, *, n: int, temperature: float) -> rollout_lib.Sampled:
     """n completions per example from the current policy (abandoned on SIGTERM)."""
     params = SamplingParams(n=n, max_new_tokens=self.max_new_tokens, temperature=temperature,
-                            top_p=float(self.config.rollout.top_p),
-                            top_k=int(self.config.rollout.top_k), stop_ids=self.c.stop_ids)
+                            top_p=self.config.rollout.top_p, top_k=self.config.rollout.top_k,
+                            stop_ids=self.c.stop_ids)
     return rollout_lib.sample(
         self.policy(), examples, params, key,
         prompt_buckets=self.config.rollout.prompt_buckets,
-        segment_tokens=int(self.config.rollout.signal_check_tokens),
+        segment_tokens=self.config.rollout.signal_check_tokens,
         tokenizer=self.c.tokenizer, interrupt=lambda: self.signals.stop_requested)
 
   def train_step(self) -> dict[str, Any]:
@@ -190,11 +184,10 @@ class Trainer:
     try:
       rollouts = rollout_lib.collect(
           functools.partial(self._sample, n=self.group_size,
-                            temperature=float(self.config.rollout.temperature)),
+                            temperature=self.config.rollout.temperature),
           self.data, key, self.c.reward_fn, group_size=self.group_size,
-          prompts_per_step=self.prompts_per_step,
-          dynamic_filter=bool(self.config.filter.dynamic),
-          max_rounds=int(self.config.filter.max_rounds))
+          prompts_per_step=self.prompts_per_step, dynamic_filter=self.config.filter.dynamic,
+          max_rounds=self.config.filter.max_rounds)
       time.sleep(float(os.environ.get(TEST_STEP_SLEEP_ENV, "0")))  # tests: a window to kill
     except GenerationInterrupted:  # a signal arrived mid-rollout: handled just below
       if not self.signals.stop_requested:
@@ -226,13 +219,13 @@ class Trainer:
     m.update(step_metrics.step_rate(time.perf_counter() - t_start, rollouts.generated_tokens))
     self.last_samples = samples_lib.sample_log(
         rollouts, credit.planning_NxT, group_size=self.group_size, tokenizer=self.c.tokenizer,
-        prompts=min(int(self.config.log.samples_per_step), self.prompts_per_step))
+        prompts=min(self.config.log.samples_per_step, self.prompts_per_step))
     return m
 
   def _advance_curriculum(self, truncation: float) -> None:
     """Context-length curriculum: next max_new_tokens when truncation > threshold."""
     stages = self.config.rollout.max_new_tokens
-    if (truncation > float(self.config.rollout.truncation_threshold)
+    if (truncation > self.config.rollout.truncation_threshold
         and self.stage + 1 < len(stages)):
       self.stage += 1
       logger.info("truncation rate %.2f > %.2f: max_new_tokens -> %d", truncation,
@@ -247,9 +240,9 @@ class Trainer:
     examples = list(self.c.eval_examples)
     if not examples:
       return {}
-    n = int(self.config.eval.samples)
+    n = self.config.eval.samples
     key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), 10**6)
-    sampled = self._sample(examples, key, n=n, temperature=float(self.config.eval.temperature))
+    sampled = self._sample(examples, key, n=n, temperature=self.config.eval.temperature)
     rewards, _ = safe_rewards(self.c.reward_fn, sampled.completions, sampled.texts, examples, n)
     return {"eval_accuracy": float(np.mean(rewards >= 1.0)),
             "eval_reward_mean": float(rewards.mean())}
@@ -271,8 +264,8 @@ class Trainer:
     m = self.train_step()
     if not m:
       return {}
-    step, total = int(self.state.step), int(self.config.num_steps)
-    every = int(self.config.eval.every)
+    step, total = int(self.state.step), self.config.num_steps
+    every = self.config.eval.every
     if every and (step % every == 0 or step == total) and not self.signals.stop_requested:
       try:
         ev = self.evaluate()
@@ -283,7 +276,7 @@ class Trainer:
     if self.writer is not None:
       self.writer.write(step, m)
       self.writer.write_samples(step, self.last_samples)
-    limit = int(self.config.guard.max_consecutive_skips)
+    limit = self.config.guard.max_consecutive_skips
     if int(self.state.consecutive_skips) >= limit:
       self.save(force=True)
       self.checkpointer.wait()
@@ -291,7 +284,7 @@ class Trainer:
           f"{limit} consecutive updates had a non-finite loss or gradient (step {step}); "
           f"saved a checkpoint in {self.checkpointer.directory!r} and stopped. Lower "
           "optim.lr, check the reward and data, or raise guard.max_consecutive_skips.")
-    if step % int(self.config.checkpoint.every) == 0 or step == total:
+    if step % self.config.checkpoint.every == 0 or step == total:
       self.save()
     return m
 
@@ -315,7 +308,7 @@ class Trainer:
     if resume and self.checkpointer.latest_step() is not None:
       logger.info("resumed from step %d", self.restore())
     start = int(self.state.step)
-    total = int(self.config.num_steps)
+    total = self.config.num_steps
     progress = Progress(total, start, progress_stream) if self.is_main else None
     last: dict[str, Any] = {}
     with self.signals:

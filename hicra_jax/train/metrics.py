@@ -6,7 +6,6 @@ Only process 0 writes (`jax.process_index() == 0` is checked by the caller).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -16,6 +15,8 @@ import time
 from typing import Any, Mapping
 
 import tqdm.auto
+
+from hicra_jax.train.run_config import WandbConfig
 
 # Every key the trainer writes to metrics.jsonl after a step (tests check them).
 STEP_KEYS = (
@@ -41,16 +42,6 @@ def _numeric(scalars: Mapping[str, Any]) -> dict[str, float]:
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-@dataclasses.dataclass(frozen=True)
-class WandbOptions:
-  """Weights & Biases run options (config `log.wandb`); project "" = off."""
-
-  project: str = ""
-  entity: str = ""
-  name: str = ""
-  mode: str = "online"  # "online" | "offline" (sync later with `wandb sync`) | "disabled"
-
-
 class WandbWriter:
   """Mirrors step scalars to a Weights & Biases run (`pip install 'hicra-jax[wandb]'`).
 
@@ -58,7 +49,7 @@ class WandbWriter:
   continues the same W&B run instead of starting a new one.
   """
 
-  def __init__(self, workdir: str, options: WandbOptions, config: Mapping[str, Any] | None = None):
+  def __init__(self, workdir: str, options: WandbConfig, config: Mapping[str, Any] | None = None):
     import wandb  # pylint: disable=import-outside-toplevel
     id_path = os.path.join(workdir, "wandb_run_id")
     if os.path.exists(id_path):
@@ -85,7 +76,7 @@ class MetricWriter:
   TensorBoard and, when `wandb.project` is set, to Weights & Biases."""
 
   def __init__(self, workdir: str, *, tensorboard: bool = True,
-               wandb: WandbOptions | None = None, run_config: Mapping[str, Any] | None = None):
+               wandb: WandbConfig | None = None, run_config: Mapping[str, Any] | None = None):
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.sample_path = os.path.join(workdir, "samples.jsonl")

@@ -1,126 +1,485 @@
-"""The `train` run config: every field with its default, the schema presets build on.
+"""The `train` run config: frozen, typed sections with their defaults, checking themselves.
 
-An ml-collections ConfigDict (`hicra-jax train --config.FIELD=value` overrides
-any field); `hicra_jax.commands.train.validate` checks it before anything runs.
+`RunConfig` is the schema. The command line and presets work on its ConfigDict
+(`get_config()`; `hicra-jax train --config.FIELD=value` overrides any field),
+which `parse(config)` turns into a checked `RunConfig` once, before anything
+expensive; the trainer reads only the typed sections. Each field's trailing
+comment is its `--help` description. In Python:
+
+  config = RunConfig(rollout=RolloutConfig(group_size=4), num_steps=3)
+  config = parse(load_config("configs/quickstart.py", ["num_steps=3"]))
+
 Light on purpose (no jax): config files import it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import json
+import os
+from typing import Any, ClassVar
+
+from hicra_jax import assets
 from hicra_jax import config as config_lib
+from hicra_jax import options
+from hicra_jax.typed_config import FieldChecker, from_mapping, section, to_config_dict
 
 # Fields of earlier versions that runs saved in their checkpoints; dropped when
 # such a run's config is read back (`hicra-jax convert`, eval of a workdir).
 RETIRED_FIELDS = ("debug_sleep_in_step_s",)  # a test knob, now TEST_STEP_SLEEP_ENV
 
+RANDOM_MODEL = "random"  # model.path of a randomly initialized model.random (tests, smoke runs)
+SYNTHETIC = "synthetic"  # the tiny-model task: its data source, reward ("_target") and SGs
+SYNTHETIC_REWARD = "synthetic_target"
+DATA_SOURCES = (SYNTHETIC,) + options.DATA_SOURCES
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh sizes (hicra_jax.sharding): all 1 = one device, no mesh; -1 = the rest."""
+
+  SECTION: ClassVar[str] = "model.mesh"
+  data: int = 1  # data-parallel axis (rows of a batch)
+  fsdp: int = 1  # fully sharded data-parallel axis (rows, and parameters sharded over it)
+  tensor: int = 1  # tensor-parallel axis (heads and hidden units)
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    for axis in ("data", "fsdp", "tensor"):
+      value = getattr(self, axis)
+      if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
+        raise check.error(axis, "an int >= 1, or -1 (the rest)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomModelConfig:
+  """The shape of the "random" model (hicra_jax.models.ModelConfig fields)."""
+
+  SECTION: ClassVar[str] = "model.random"
+  vocab_size: int = 16  # "random" model: vocabulary size
+  hidden_size: int = 32  # "random" model: residual width
+  intermediate_size: int = 64  # "random" model: MLP width
+  num_layers: int = 2  # "random" model: decoder layers
+  num_heads: int = 2  # "random" model: query heads
+  num_kv_heads: int = 1  # "random" model: key/value heads
+  head_dim: int = 16  # "random" model: width of one head
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    for field in dataclasses.fields(self):
+      check.integer(field.name, minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+  """The `model` section (named so as not to clash with the architecture's ModelConfig)."""
+
+  SECTION: ClassVar[str] = "model"
+  path: str = RANDOM_MODEL  # "smollm2" | "random" | a .gguf file | an HF model directory
+  tokenizer: str = ""  # "": the model's own (unused for "random")
+  dtype: str = "float32"  # params (master weights): "float32" | "bfloat16"
+  compute_dtype: str = ""  # "": same as dtype
+  remat: str = "none"  # per-layer rematerialization: "none" | "full" | "dots" | "dots_no_batch"
+  mesh: MeshConfig = section(MeshConfig)  # device mesh: all 1 = one device; -1 = the rest
+  random: RandomModelConfig = section(RandomModelConfig)  # shape of the "random" model
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.path("path", aliases=options.MODEL_ALIASES + (RANDOM_MODEL,),
+               predicate=config_lib.is_model_path,
+               expected="a .gguf file or a Hugging Face model directory")
+    check.string("tokenizer", empty=True)
+    check.choice("dtype", options.DTYPES)
+    check.choice("compute_dtype", ("",) + options.DTYPES)
+    check.choice("remat", options.REMATS)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where prompts and reference answers come from."""
+
+  SECTION: ClassVar[str] = "data"
+  source: str = SYNTHETIC  # "synthetic" | "jsonl" | "parquet" | "hf" | "reasoning_gym"
+  path: str = ""  # jsonl / parquet: file path
+  name: str = ""  # hf: "dataset[:config]" (Hugging Face Hub name, or cached offline)
+  split: str = "train"  # hf: split
+  question_field: str = "question"  # jsonl/parquet/hf: the problem's field ("problem": MATH)
+  answer_field: str = "answer"  # jsonl/parquet/hf: the reference answer's field
+  task: str = ""  # reasoning_gym: dataset name, e.g. "chain_sum"
+  task_kwargs: str = "{}"  # reasoning_gym: JSON object of generator options
+  size: int = 64  # reasoning_gym / synthetic: examples generated
+  eval_size: int = 0  # held-out examples (taken before training examples)
+  template: str = "auto"  # prompt template: "auto" | "chat" | "plain"
+  prompt_len: int = 4  # synthetic: prompt tokens
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    source = check.choice("source", DATA_SOURCES)
+    for field in ("path", "name", "split", "task"):  # each required by one source only
+      check.string(field, empty=True)
+    if source in ("jsonl", "parquet"):
+      check.path("path", predicate=os.path.isfile, expected=f"an existing {source} file")
+    if source == "hf":
+      check.string("name")
+      check.string("split")
+    if source == "reasoning_gym":
+      check.string("task")
+    for field in ("question_field", "answer_field"):
+      check.string(field)
+    try:
+      if not isinstance(json.loads(self.task_kwargs), dict):
+        raise ValueError("not an object")
+    except (ValueError, TypeError) as e:
+      raise check.error("task_kwargs", "a JSON object string") from e
+    check.integer("size", minimum=1)
+    check.integer("eval_size", minimum=0)
+    check.choice("template", options.TEMPLATES)
+    check.integer("prompt_len", minimum=1)
+
+  @property
+  def kwargs(self) -> dict[str, Any]:
+    """task_kwargs parsed."""
+    return json.loads(self.task_kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+  """How completions are graded."""
+
+  SECTION: ClassVar[str] = "reward"
+  # A hicra_jax.rewards registry name (checked by check_environment: rewards
+  # registered in the process count) or "synthetic_target".
+  name: str = SYNTHETIC_REWARD
+  timeout_s: float = 5.0  # per-item limit of sandboxed checks
+  target_token: int = 5  # synthetic_target: the rewarded token
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.string("name")
+    check.number("timeout_s", minimum=0.01)
+    check.integer("target_token", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanningConfig:
+  """Which tokens are planning tokens, and HICRA's amplification of them."""
+
+  SECTION: ClassVar[str] = "planning"
+  grams: str = SYNTHETIC  # "paper" | an SG file | "synthetic" (token n-gram) | "none"
+  synthetic_pattern: tuple[int, ...] = (5, 5)  # "synthetic": the n-gram that counts as planning
+  alpha: float = 0.2  # HICRA's amplification (paper: 0.2)
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.path("grams", aliases=options.SG_ALIASES,
+               expected="an SG file (JSON list or text, one phrase a line)")
+    check.int_tuple("synthetic_pattern", minimum=0)
+    check.number("alpha", minimum=0.0, maximum=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+  """How a step's completions are sampled."""
+
+  SECTION: ClassVar[str] = "rollout"
+  prompts_per_step: int = 8  # prompts per RL step
+  group_size: int = 8  # samples per prompt (the GRPO group)
+  temperature: float = 1.0  # sampling temperature of the rollouts
+  top_p: float = 1.0  # nucleus sampling (1: off)
+  top_k: int = 0  # top-k sampling (0: off)
+  # Curriculum stages: the next value is used when the truncation rate exceeds
+  # truncation_threshold (paper: 16K -> 32K at 20%).
+  max_new_tokens: tuple[int, ...] = (8,)
+  truncation_threshold: float = 0.2  # truncated fraction that moves to the next stage
+  # Padded prompt lengths: a prompt takes the smallest bucket that holds it.
+  prompt_buckets: tuple[int, ...] = (4, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+  old_logprobs: str = "policy"  # "policy" (recomputed) | "sampler"
+  # Decode in segments of this many tokens and check for SIGTERM between them,
+  # so a preemption does not wait for a whole long rollout (results unchanged).
+  signal_check_tokens: int = 256
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.integer("prompts_per_step", minimum=1)
+    check.integer("group_size", minimum=2)
+    check.number("temperature", minimum=1e-6)
+    check.number("top_p", minimum=1e-6, maximum=1.0)
+    check.integer("top_k", minimum=0)
+    check.int_tuple("max_new_tokens", increasing=True, expected=(
+        "a non-empty increasing tuple of positive ints (curriculum stages)"))
+    check.number("truncation_threshold", minimum=0.0, maximum=1.0)
+    check.int_tuple("prompt_buckets", expected="a tuple of positive ints")
+    check.choice("old_logprobs", options.OLD_LOGPROBS)
+    check.integer("signal_check_tokens", minimum=1)
+
+  @property
+  def rows(self) -> int:
+    """Rollout rows per step: prompts_per_step x group_size."""
+    return self.prompts_per_step * self.group_size
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterConfig:
+  """DAPO dynamic filtering: drop groups whose rewards are all equal and refill."""
+
+  SECTION: ClassVar[str] = "filter"
+  dynamic: bool = False  # DAPO dynamic filtering with refill
+  max_rounds: int = 4  # rollout rounds per step when refilling
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.boolean("dynamic")
+    check.integer("max_rounds", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW and its learning-rate schedule."""
+
+  SECTION: ClassVar[str] = "optim"
+  lr: float = 1e-2  # peak learning rate (AdamW)
+  warmup_steps: int = 0  # linear warmup over this many optimizer updates
+  schedule: str = "constant"  # "constant" | "cosine"
+  final_lr_fraction: float = 0.0  # cosine: the final learning rate / lr
+  weight_decay: float = 0.0  # AdamW decoupled weight decay
+  b1: float = 0.9  # AdamW first-moment decay
+  b2: float = 0.999  # AdamW second-moment decay
+  eps: float = 1e-8  # AdamW epsilon
+  max_grad_norm: float = 1.0  # global-norm gradient clipping (0: off)
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.number("lr", minimum=1e-12)
+    check.integer("warmup_steps", minimum=0)
+    check.choice("schedule", options.SCHEDULES)
+    check.number("final_lr_fraction", minimum=0.0, maximum=1.0)
+    check.number("weight_decay", minimum=0.0)
+    check.number("b1", minimum=0.0, maximum=1.0)
+    check.number("b2", minimum=0.0, maximum=1.0)
+    check.number("eps", minimum=0.0)
+    check.number("max_grad_norm", minimum=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """The policy loss, its advantages and the update's batching."""
+
+  SECTION: ClassVar[str] = "loss"
+  clip_low: float = 0.2  # PPO ratio clip below: 1 - clip_low
+  clip_high: float = 0.28  # clip-higher (DAPO): ratio clip above at 1 + clip_high
+  aggregation: str = "token-mean"  # how token losses average (hicra_jax.options.AGGREGATIONS)
+  estimator: str = "grpo"  # group baseline: "grpo" (group mean) | "rloo" (leave-one-out)
+  scale: str = "none"  # advantage scaling: "none" | "group_std" | "batch_std"
+  entropy_coef: float = 0.001  # used by algorithm "entropy_reg" only
+  kl_coef: float = 0.0  # > 0 loads a frozen reference copy of the initial policy
+  kl_estimator: str = "k3"  # KL estimator of the reference term: "k1" | "k2" | "k3"
+  epochs: int = 1  # optimizer steps over each rollout batch
+  micro_batch_size: int = 32  # rows per micro-batch (divides prompts x group)
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.number("clip_low", minimum=0.0, maximum=0.999)
+    check.number("clip_high", minimum=0.0)
+    check.choice("aggregation", options.AGGREGATIONS)
+    check.choice("estimator", options.ESTIMATORS)
+    check.choice("scale", options.SCALES)
+    check.number("entropy_coef")
+    check.number("kl_coef", minimum=0.0)
+    check.choice("kl_estimator", options.KL_ESTIMATORS)
+    check.integer("epochs", minimum=1)
+    check.integer("micro_batch_size", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardConfig:
+  """The NaN guard: non-finite updates are skipped, too many in a row stop the run."""
+
+  SECTION: ClassVar[str] = "guard"
+  max_consecutive_skips: int = 3  # non-finite updates in a row before saving and stopping
+
+  def __post_init__(self):
+    FieldChecker(self).integer("max_consecutive_skips", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Periodic evaluation on the held-out examples."""
+
+  SECTION: ClassVar[str] = "eval"
+  every: int = 0  # steps (0: never)
+  temperature: float = 0.6  # sampling temperature of the evaluation (paper: 0.6)
+  samples: int = 1  # completions per held-out prompt (accuracy = mean over all of them)
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.integer("every", minimum=0)
+    check.number("temperature", minimum=1e-6)
+    check.integer("samples", minimum=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """Orbax checkpoints in workdir/checkpoints."""
+
+  SECTION: ClassVar[str] = "checkpoint"
+  every: int = 5  # steps between checkpoints (and at the last step)
+  keep: int = 3  # most recent checkpoints kept
+  keep_best: int = 1  # best checkpoints by eval accuracy also kept
+  async_save: bool = True  # write checkpoints in the background
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.integer("every", minimum=1)
+    check.integer("keep", minimum=1)
+    check.integer("keep_best", minimum=0)
+    check.boolean("async_save")
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+  """Weights & Biases (optional, `pip install 'hicra-jax[wandb]'`): project "" = off."""
+
+  SECTION: ClassVar[str] = "log.wandb"
+  project: str = ""  # W&B project ("": no W&B)
+  entity: str = ""  # W&B entity ("": your default)
+  name: str = ""  # W&B run name ("": W&B picks one)
+  mode: str = "online"  # "online" | "offline" (sync later with `wandb sync`) | "disabled"
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    for field in ("project", "entity", "name"):
+      check.string(field, empty=True)
+    check.choice("mode", options.WANDB_MODES)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+  """What a run writes besides checkpoints."""
+
+  SECTION: ClassVar[str] = "log"
+  tensorboard: bool = True  # also write TensorBoard event files
+  samples_per_step: int = 2  # completions per step in samples.jsonl
+  wandb: WandbConfig = section(WandbConfig)  # Weights & Biases: project "" = off
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.boolean("tensorboard")
+    check.integer("samples_per_step", minimum=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """One training run: the top-level fields and one section per concern.
+
+  Each section checks its own fields; this checks the fields that depend on
+  each other. `check_environment` checks what depends on the machine.
+  """
+
+  algorithm: str = "hicra"  # "hicra" | "grpo" (clip-higher) | "entropy_reg"
+  seed: int = 0  # PRNG seed of sampling, data order and random init
+  num_steps: int = 20  # RL steps (one rollout batch and its update each)
+  workdir: str = "runs/train"  # checkpoints, metrics, samples and the exported policy
+  resume: bool = False  # continue from the latest checkpoint in workdir
+  export_policy: bool = True  # write workdir/policy (HF safetensors) at the end
+  model: ModelSettings = section(ModelSettings)  # the policy model and its device mesh
+  data: DataConfig = section(DataConfig)  # prompts and reference answers
+  reward: RewardConfig = section(RewardConfig)  # grading of completions
+  planning: PlanningConfig = section(PlanningConfig)  # planning tokens (Strategic Grams)
+  rollout: RolloutConfig = section(RolloutConfig)  # sampling of a step's completions
+  filter: FilterConfig = section(FilterConfig)  # DAPO dynamic filtering
+  optim: OptimConfig = section(OptimConfig)  # AdamW and its schedule
+  loss: LossConfig = section(LossConfig)  # policy loss and advantages
+  guard: GuardConfig = section(GuardConfig)  # NaN guard
+  eval: EvalConfig = section(EvalConfig)  # periodic evaluation
+  checkpoint: CheckpointConfig = section(CheckpointConfig)  # Orbax checkpoints
+  log: LogConfig = section(LogConfig)  # metrics, samples, TensorBoard, W&B
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    check.choice("algorithm", options.ALGORITHMS)
+    check.integer("seed", minimum=0)
+    check.integer("num_steps", minimum=1)
+    check.string("workdir")
+    check.boolean("resume")
+    check.boolean("export_policy")
+    source, model = self.data.source, self.model.path
+    if source != SYNTHETIC and model == RANDOM_MODEL:
+      raise config_lib.field_error("model.path", model, f"a real model (with a tokenizer) for "
+                                   f"data.source {source!r}; 'random' works with data.source "
+                                   "'synthetic' only")
+    if (self.reward.name == SYNTHETIC_REWARD) != (source == SYNTHETIC):
+      raise config_lib.field_error("reward.name", self.reward.name, "'synthetic_target' "
+                                   "exactly when data.source is 'synthetic'")
+    grams = self.planning.grams
+    if grams == SYNTHETIC and source != SYNTHETIC:
+      raise config_lib.field_error("planning.grams", grams,
+                                   "'paper', a file or 'none' for text data")
+    if grams == "none" and self.algorithm == "hicra":
+      raise config_lib.field_error("planning.grams", grams,
+                                   "a Strategic Gram set for algorithm 'hicra'")
+    rows, micro = self.rollout.rows, self.loss.micro_batch_size
+    if rows % micro:
+      raise config_lib.field_error(
+          "loss.micro_batch_size", micro, f"a divisor of rollout.prompts_per_step x "
+          f"rollout.group_size = {self.rollout.prompts_per_step} x "
+          f"{self.rollout.group_size} = {rows}")
+
+  @property
+  def entropy_coef(self) -> float:
+    """The entropy bonus of the loss: loss.entropy_coef for "entropy_reg", else 0."""
+    return self.loss.entropy_coef if self.algorithm == "entropy_reg" else 0.0
+
 
 def get_config() -> config_lib.ConfigDict:
   """The embedded default config of `train` (a tiny synthetic run; presets override it)."""
-  c = config_lib.ConfigDict()
-  c.algorithm = "hicra"  # "hicra" | "grpo" (clip-higher) | "entropy_reg"
-  c.seed = 0  # PRNG seed of sampling, data order and random init
-  c.num_steps = 20  # RL steps (one rollout batch and its update each)
-  c.workdir = "runs/train"  # checkpoints, metrics, samples and the exported policy
-  c.resume = False  # continue from the latest checkpoint in workdir
-  c.export_policy = True  # write workdir/policy (HF safetensors) at the end
+  return to_config_dict(RunConfig())
 
-  c.model = config_lib.ConfigDict()
-  c.model.path = "random"  # "smollm2" | "random" | a .gguf file | an HF model directory
-  c.model.tokenizer = ""  # "": the model's own (unused for "random")
-  c.model.dtype = "float32"  # params (master weights)
-  c.model.compute_dtype = ""  # "": same as dtype
-  c.model.remat = "none"  # per-layer rematerialization: "none" | "full" | "dots" | "dots_no_batch"
-  # Device mesh (hicra_jax.sharding): all 1 = one device, no mesh; -1 = the rest.
-  c.model.mesh = config_lib.ConfigDict(dict(data=1, fsdp=1, tensor=1))
-  # Shape of the "random" model (tests, smoke runs).
-  c.model.random = config_lib.ConfigDict(dict(
-      vocab_size=16, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
-      num_kv_heads=1, head_dim=16))
 
-  c.data = config_lib.ConfigDict()
-  c.data.source = "synthetic"  # "synthetic" | "jsonl" | "parquet" | "hf" | "reasoning_gym"
-  c.data.path = ""  # jsonl / parquet: file path
-  c.data.name = ""  # hf: "dataset[:config]" (Hugging Face Hub name, or cached offline)
-  c.data.split = "train"  # hf: split
-  c.data.question_field = "question"  # jsonl/parquet/hf: the problem's field ("problem" for MATH)
-  c.data.answer_field = "answer"  # jsonl/parquet/hf: the reference answer's field
-  c.data.task = ""  # reasoning_gym: dataset name, e.g. "chain_sum"
-  c.data.task_kwargs = "{}"  # reasoning_gym: JSON object of generator options
-  c.data.size = 64  # reasoning_gym / synthetic: examples generated
-  c.data.eval_size = 0  # held-out examples (taken before training examples)
-  c.data.template = "auto"  # prompt template: "auto" | "chat" | "plain"
-  c.data.prompt_len = 4  # synthetic: prompt tokens
+def parse(config: Any) -> RunConfig:
+  """The checked, typed `RunConfig` of a ConfigDict or nested mapping (missing fields: defaults).
 
-  c.reward = config_lib.ConfigDict()
-  c.reward.name = "synthetic_target"  # a hicra_jax.rewards registry name or "synthetic_target"
-  c.reward.timeout_s = 5.0  # per-item limit of sandboxed checks
-  c.reward.target_token = 5  # synthetic_target: the rewarded token
+  Raises:
+    ConfigError: naming the first bad or unknown field.
+  """
+  return from_mapping(RunConfig, config)
 
-  c.planning = config_lib.ConfigDict()
-  c.planning.grams = "synthetic"  # "paper" | an SG file | "synthetic" (token n-gram) | "none"
-  c.planning.synthetic_pattern = (5, 5)  # "synthetic": the token n-gram that counts as planning
-  c.planning.alpha = 0.2  # HICRA's amplification (paper: 0.2)
 
-  c.rollout = config_lib.ConfigDict()
-  c.rollout.prompts_per_step = 8  # prompts per RL step
-  c.rollout.group_size = 8  # samples per prompt (the GRPO group)
-  c.rollout.temperature = 1.0  # sampling temperature of the rollouts
-  c.rollout.top_p = 1.0  # nucleus sampling (1: off)
-  c.rollout.top_k = 0  # top-k sampling (0: off)
-  # Curriculum stages: the next value is used when the truncation rate exceeds
-  # truncation_threshold (paper: 16K -> 32K at 20%).
-  c.rollout.max_new_tokens = (8,)
-  c.rollout.truncation_threshold = 0.2  # truncated fraction that moves to the next stage
-  c.rollout.prompt_buckets = (4, 32, 64, 128, 256, 512, 1024, 2048, 4096)  # padded prompt lengths
-  c.rollout.old_logprobs = "policy"  # "policy" (recomputed) | "sampler"
-  # Decode in segments of this many tokens and check for SIGTERM between them,
-  # so a preemption does not wait for a whole long rollout (results unchanged).
-  c.rollout.signal_check_tokens = 256
+def check_environment(config: RunConfig) -> None:
+  """Checks what a valid config needs from this machine; raises ConfigError naming the field.
 
-  c.filter = config_lib.ConfigDict()
-  c.filter.dynamic = False  # DAPO dynamic filtering with refill
-  c.filter.max_rounds = 4  # rollout rounds per step when refilling
-
-  c.optim = config_lib.ConfigDict()
-  c.optim.lr = 1e-2  # peak learning rate (AdamW)
-  c.optim.warmup_steps = 0  # linear warmup over this many optimizer updates
-  c.optim.schedule = "constant"  # "constant" | "cosine"
-  c.optim.final_lr_fraction = 0.0  # cosine: the final learning rate / lr
-  c.optim.weight_decay = 0.0  # AdamW decoupled weight decay
-  c.optim.b1 = 0.9  # AdamW first-moment decay
-  c.optim.b2 = 0.999  # AdamW second-moment decay
-  c.optim.eps = 1e-8  # AdamW epsilon
-  c.optim.max_grad_norm = 1.0  # global-norm gradient clipping (0: off)
-
-  c.loss = config_lib.ConfigDict()
-  c.loss.clip_low = 0.2  # PPO ratio clip below: 1 - clip_low
-  c.loss.clip_high = 0.28  # clip-higher (DAPO): ratio clip above at 1 + clip_high
-  c.loss.aggregation = "token-mean"  # how token losses average (hicra_jax.options.AGGREGATIONS)
-  c.loss.estimator = "grpo"  # group baseline: "grpo" (group mean) | "rloo" (leave-one-out)
-  c.loss.scale = "none"  # advantage scaling: "none" | "group_std" | "batch_std"
-  c.loss.entropy_coef = 0.001  # used by algorithm "entropy_reg" only
-  c.loss.kl_coef = 0.0  # > 0 loads a frozen reference copy of the initial policy
-  c.loss.kl_estimator = "k3"  # KL estimator of the reference term: "k1" | "k2" | "k3"
-  c.loss.epochs = 1  # optimizer steps over each rollout batch
-  c.loss.micro_batch_size = 32  # rows per micro-batch (divides prompts x group)
-
-  c.guard = config_lib.ConfigDict()
-  c.guard.max_consecutive_skips = 3  # non-finite updates in a row before saving and stopping
-
-  c.eval = config_lib.ConfigDict()
-  c.eval.every = 0  # steps (0: never)
-  c.eval.temperature = 0.6  # sampling temperature of the evaluation (paper: 0.6)
-  c.eval.samples = 1  # completions per held-out prompt (accuracy = mean over all of them)
-
-  c.checkpoint = config_lib.ConfigDict()
-  c.checkpoint.every = 5  # steps between checkpoints (and at the last step)
-  c.checkpoint.keep = 3  # most recent checkpoints kept
-  c.checkpoint.keep_best = 1  # best checkpoints by eval accuracy also kept
-  c.checkpoint.async_save = True  # write checkpoints in the background
-
-  c.log = config_lib.ConfigDict()
-  c.log.tensorboard = True  # also write TensorBoard event files
-  c.log.samples_per_step = 2  # completions per step in samples.jsonl
-  # Weights & Biases (optional, `pip install 'hicra-jax[wandb]'`): project "" = off.
-  c.log.wandb = config_lib.ConfigDict(dict(project="", entity="", name="", mode="online"))
-  return c
+  A fresh workdir unless resuming, the packaged model, the data source's
+  package, the reasoning-gym task, a registered reward and the wandb package.
+  """
+  if not config.resume and config_lib.is_training_workdir(config.workdir):
+    raise config_lib.field_error("workdir", config.workdir, "a fresh workdir: this one already "
+                                 "holds checkpoints; pass --config.resume=True to continue "
+                                 "that run")
+  if config.model.path == "smollm2":
+    try:
+      assets.smollm2_gguf_path()
+    except FileNotFoundError as e:
+      raise config_lib.field_error("model.path", config.model.path,
+                                   f"a resolvable SmolLM2 GGUF ({e})") from e
+  source = config.data.source
+  needs = {"parquet": "pyarrow", "hf": "datasets"}.get(source)
+  if needs and importlib.util.find_spec(needs) is None:
+    raise config_lib.field_error("data.source", source, f"the {needs} package for this source "
+                                 "(pip install 'hicra-jax[data]')")
+  if source == "reasoning_gym":
+    # Imported here: reasoning-gym takes seconds to import, and only this source needs it.
+    from reasoning_gym.factory import DATASETS  # pylint: disable=import-outside-toplevel
+    if config.data.task not in DATASETS:
+      raise config_lib.field_error("data.task", config.data.task, f"a reasoning-gym dataset, "
+                                   f"e.g. one of {sorted(DATASETS)[:8]} ... ({len(DATASETS)} "
+                                   "in all)")
+  # Imported here: keeps `hicra-jax --help` and the other commands' validation free of numpy.
+  from hicra_jax.rewards.registry import REWARDS  # pylint: disable=import-outside-toplevel
+  reward = config.reward.name
+  if reward != SYNTHETIC_REWARD and reward not in REWARDS:
+    raise config_lib.field_error("reward.name", reward,
+                                 f"one of {sorted(REWARDS) + [SYNTHETIC_REWARD]}")
+  project = config.log.wandb.project
+  if project and importlib.util.find_spec("wandb") is None:
+    raise config_lib.field_error("log.wandb.project", project, "the wandb package (pip install "
+                                 "'hicra-jax[wandb]'), or '' for off")

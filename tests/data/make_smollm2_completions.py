@@ -24,7 +24,7 @@ import jax
 from hicra_jax.data import encode_prompts, stop_tokens
 from hicra_jax.data.jsonl import read_jsonl
 from hicra_jax.models import load_pretrained, load_tokenizer
-from hicra_jax.models.assets import smollm2_gguf_path
+from hicra_jax.assets import smollm2_gguf_path
 from hicra_jax.sampling import SamplingParams, generate
 
 
