@@ -1,7 +1,8 @@
 """Paper preset: HICRA on Qwen3-4B-Base (Table 1).
 
   hicra-jax train --config configs/qwen3_4b_base_hicra.py \
-      --config.model.path=/models/Qwen3-4B-Base --config.data.path=/data/dapo_math.jsonl
+      --config.data.path=/data/dapo_math.jsonl   # the model: Qwen/Qwen3-4B-Base (Hub)
+  ... --config.model.path=/models/Qwen3-4B-Base      # or a local copy
   ... --config.algorithm=grpo          # the GRPO baseline (or entropy_reg)
 
 Values and their sources: hicra_jax/train/presets.py.
@@ -13,6 +14,6 @@ from hicra_jax.train.presets import paper_config
 
 
 def get_config():
-  c = paper_config(model="Qwen3-4B-Base", workdir="runs/qwen3_4b_base_hicra",
-                   template="plain")
+  c = paper_config(model="Qwen/Qwen3-4B-Base",
+                   workdir="runs/qwen3_4b_base_hicra", template="plain")
   return c

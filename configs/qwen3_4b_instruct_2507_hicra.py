@@ -1,7 +1,8 @@
 """Paper preset: HICRA on Qwen3-4B-Instruct-2507 (the headline row of Table 1).
 
   hicra-jax train --config configs/qwen3_4b_instruct_2507_hicra.py \
-      --config.model.path=/models/Qwen3-4B-Instruct-2507 --config.data.path=/data/dapo_math.jsonl
+      --config.data.path=/data/dapo_math.jsonl   # the model: Qwen/Qwen3-4B-Instruct-2507 (Hub)
+  ... --config.model.path=/models/Qwen3-4B-Instruct-2507      # or a local copy
   ... --config.algorithm=grpo          # the GRPO baseline (or entropy_reg)
 
 Values and their sources: hicra_jax/train/presets.py.
@@ -13,6 +14,6 @@ from hicra_jax.train.presets import paper_config
 
 
 def get_config():
-  c = paper_config(model="Qwen3-4B-Instruct-2507", workdir="runs/qwen3_4b_instruct_2507_hicra",
-                   template="chat")
+  c = paper_config(model="Qwen/Qwen3-4B-Instruct-2507",
+                   workdir="runs/qwen3_4b_instruct_2507_hicra", template="chat")
   return c

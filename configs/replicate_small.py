@@ -37,6 +37,9 @@ def get_config():
   c.rollout.prompt_buckets = (128,)  # [ours] every chat prompt fits in 128 tokens
   c.optim.lr = 1e-5  # [ours] 1e-6 (DAPO) moves a 135M model too little in ~30 steps
   c.optim.warmup_steps = 2  # [ours] short run
+  # The recorded run (docs/replication): one optimizer step per batch, mean-only advantages.
+  c.loss.mini_batch_size = 0  # [ours] the whole batch (DAPO: 16 steps per batch)
+  c.loss.scale = "none"  # [ours] as recorded (the paper presets: "group_std")
   c.loss.micro_batch_size = 64  # [ours] 8 micro-batches of 64 x 384 tokens
   c.eval.every = 0  # [ours] replicate_small.py evaluates at the start and the end
   c.eval.samples = 8  # [ours] 64 problems x 8 samples at temperature 0.6 [paper]

@@ -5,7 +5,8 @@ Shape legend. An array's name ends with its shape, one letter per dimension
 
   N  rows of a batch: sequences (P prompts x G samples in an RL step)
   P  prompts                      G  samples per prompt (group size, the k of pass@k)
-  M  micro-batches                I  prompt tokens (left-padded to a bucket)
+  B  mini-batches (optimizer steps per epoch)                M  micro-batches per step
+  I  prompt tokens (left-padded to a bucket)
   T  positions being processed or scored (the completion in an RL batch)
   S  key positions: KV-cache slots, or the whole prompt + completion sequence
   L  decoder layers               D  model width           F  MLP width

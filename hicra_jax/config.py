@@ -9,7 +9,9 @@ overridden on the command line with `--config.a.b=value`.
 Loading is cheap (no jax, no models); validation raises `ConfigError` naming
 the field, the bad value and what was expected, before anything expensive.
 The path predicates that validation needs (`is_model_path`,
-`is_training_workdir`) live here for the same reason.
+`is_training_workdir`) live here for the same reason, with the Hugging Face Hub
+helpers `is_model_path` uses (`hub_model_id`, `hub_cache_dir`, `hub_offline`,
+`cached_hub_snapshot`; models/paths.py resolves ids through them too).
 
 Example:
   config = load_config("configs/generate_smollm2.py", ["max_new_tokens=7"])
@@ -347,11 +349,110 @@ def check_str_list(config: ConfigDict, field: str, *,
   return list(value)
 
 
+MODEL_PATH_EXPECTED = ("a .gguf file, a Hugging Face model directory or a Hugging Face Hub "
+                       "model id (org/name or org/name@revision) in the local Hub cache or, "
+                       "online, on the Hub")
+
+# A Hub model id as the Hub spells repo ids (huggingface_hub's validate_repo_id): org/name,
+# then maybe @revision (a branch, tag or commit; branches may hold "/", as refs/pr/1 does).
+_HUB_ID = re.compile(r"([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([^\s@]+))?")
+_HUB_ID_MAX_LEN = 96
+_COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
+_TRUE_ENV_VALUES = ("1", "ON", "YES", "TRUE")
+
+
+def hub_model_id(path: Any) -> tuple[str, str | None] | None:
+  """(repo id, revision or None) when `path` reads as a Hub model id, else None.
+
+  The syntax only; the filesystem is not consulted (a local path that exists wins over an
+  id: callers look there first). "org/name.gguf" is taken for a missing file, not an id.
+  """
+  match = _HUB_ID.fullmatch(path) if isinstance(path, str) else None
+  if match is None:
+    return None
+  repo = match.group(1)
+  if (len(repo) > _HUB_ID_MAX_LEN or "--" in repo or ".." in repo
+      or repo.lower().endswith(".gguf")):
+    return None
+  return repo, match.group(2)
+
+
+def hub_cache_dir() -> str:
+  """huggingface_hub's cache folder as the environment names it now.
+
+  HF_HUB_CACHE, else HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub (HF_HOME defaults to
+  $XDG_CACHE_HOME/huggingface, then ~/.cache/huggingface). huggingface_hub reads these
+  once, when it is imported; reading them at each call honours a later change (tests,
+  notebooks), and callers pass the folder to huggingface_hub explicitly.
+  """
+  home = os.environ.get("HF_HOME") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+      "huggingface")
+  cache = (os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+           or os.path.join(home, "hub"))
+  return os.path.expandvars(os.path.expanduser(cache))
+
+
+def hub_offline() -> bool:
+  """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) forbids reaching the Hub, read now."""
+  value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+  return value.upper() in _TRUE_ENV_VALUES
+
+
+def cached_hub_snapshot(repo_id: str, revision: str | None = None,
+                        cache_dir: str | None = None) -> str | None:
+  """The folder of `repo_id` at `revision` (None: main) in the Hub cache, or None if absent.
+
+  The cache layout: models--org--name/refs/<branch or tag> holds a commit hash, and
+  models--org--name/snapshots/<commit>/ the files downloaded from that commit.
+  """
+  repo_dir = os.path.join(cache_dir or hub_cache_dir(), "models--" + repo_id.replace("/", "--"))
+  revision = revision or "main"
+  commit = revision if _COMMIT_HASH.fullmatch(revision) else None
+  if commit is None:
+    try:
+      with open(os.path.join(repo_dir, "refs", revision)) as f:
+        commit = f.read().strip()
+    except OSError:
+      return None
+  snapshot = os.path.join(repo_dir, "snapshots", commit)
+  return snapshot if commit and os.path.isdir(snapshot) else None
+
+
+def _has_hf_weights(directory: str) -> bool:
+  return os.path.isfile(os.path.join(directory, "config.json")) and any(
+      os.path.isfile(os.path.join(directory, name))
+      for name in ("model.safetensors", "model.safetensors.index.json"))
+
+
+def _on_hub(repo_id: str, revision: str | None) -> bool:
+  """Whether the Hub has `repo_id`'s config.json at `revision` (False when unreachable)."""
+  # Imported here: only ids neither local nor cached pay for it (no numpy, jax or torch).
+  from huggingface_hub import file_exists  # pylint: disable=import-outside-toplevel
+  try:
+    return file_exists(repo_id, "config.json", revision=revision)
+  except Exception:  # pylint: disable=broad-except
+    return False  # gated without a token, no network, ...: not usable as it stands
+
+
 def is_model_path(path: str) -> bool:
-  """A .gguf file or a Hugging Face model directory (with config.json)."""
-  if os.path.isfile(path):
-    return path.endswith(".gguf")
-  return os.path.isfile(os.path.join(path, "config.json"))
+  """A .gguf file, a Hugging Face model directory (with config.json), or a Hub model id.
+
+  A Hub id (`hub_model_id`) counts when its snapshot in the local cache (`hub_cache_dir`)
+  holds config.json and safetensors weights, or else, unless HF_HUB_OFFLINE is set, when
+  the Hub has it (one HEAD request). A local path that exists is never taken for an id.
+  """
+  if os.path.exists(path):
+    if os.path.isfile(path):
+      return path.endswith(".gguf")
+    return os.path.isfile(os.path.join(path, "config.json"))
+  hub = hub_model_id(path)
+  if hub is None:
+    return False
+  snapshot = cached_hub_snapshot(*hub)
+  if snapshot is not None and _has_hf_weights(snapshot):
+    return True
+  return not hub_offline() and _on_hub(*hub)
 
 
 def is_training_workdir(path: str) -> bool:

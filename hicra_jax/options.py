@@ -14,6 +14,8 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 SCHEDULES = ("constant", "cosine")  # learning-rate schedule after warmup
 DTYPES = ("float32", "bfloat16")  # parameter and compute dtypes
 REMATS = ("none", "full", "dots", "dots_no_batch")  # per-layer rematerialization policies
+# Attention kernels ("auto": cudnn on GPU, splash on TPU, xla elsewhere; chunked: any backend).
+ATTENTIONS = ("auto", "xla", "cudnn", "splash", "chunked")
 TEMPLATES = ("auto", "chat", "plain")  # prompt rendering ("auto": chat when the model has one)
 MODEL_ALIASES = ("smollm2",)  # packaged models a model path may name (models/paths.py)
 SG_ALIASES = ("paper", "synthetic", "none")  # Strategic Gram sets that name no file

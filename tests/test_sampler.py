@@ -214,6 +214,36 @@ def test_stop_handling(tiny_model):
   assert SamplingParams(stop_ids=()).resolved_stop_ids(2) == ()
 
 
+def test_calls_of_whole_groups_give_the_same_rollout(tiny_model, monkeypatch):
+  """rows_per_call (or the memory limit) splits the batch; per-row keys keep every token."""
+  params = SamplingParams(n=3, max_new_tokens=12, temperature=0.9, top_p=0.95, stop_ids=())
+  prompts = [[3, 4, 5], [6], [7, 8, 9, 10, 11], [12, 13], [5]]
+  whole = generate(tiny_model, prompts, params, jax.random.key(5))
+  calls = []
+  one_call = sampler_lib._generate_call  # pylint: disable=protected-access
+
+  def counted(model, chunk, *args, **kwargs):
+    calls.append((len(chunk), kwargs["first_row"]))
+    return one_call(model, chunk, *args, **kwargs)
+  monkeypatch.setattr(sampler_lib, "_generate_call", counted)
+  chunked = generate(tiny_model, prompts, params, jax.random.key(5), rows_per_call=7)
+  assert calls == [(2, 0), (2, 6), (1, 12)]  # 7 rows -> 2 whole groups of 3 per call
+  slots = 32 + params.max_new_tokens  # the default bucket of these prompts
+  per_row = sampler_lib.kv_cache_bytes(tiny_model, 1, slots)
+  limit = int(per_row * 3 * 3 / 0.75) + 1  # "auto": KV of 3 groups in 75% of the memory
+  calls.clear()
+  auto = generate(tiny_model, prompts, params, jax.random.key(5), memory_limit_bytes=limit)
+  assert calls == [(3, 0), (2, 9)]
+  for other in (chunked, auto):
+    for field in ("tokens", "completion_mask", "lengths", "finish_reason", "prompt_index"):
+      np.testing.assert_array_equal(getattr(whole, field), getattr(other, field), field)
+    # Other batch shapes round the matmuls differently in the last bits.
+    np.testing.assert_allclose(whole.logprobs, other.logprobs, atol=1e-5)
+  assert len(set(map(tuple, whole.tokens.tolist()))) > 10  # rows differ: real sampling
+  with pytest.raises(ValueError, match="rows_per_call must be None or an int >= n = 3"):
+    generate(tiny_model, prompts, params, jax.random.key(5), rows_per_call=2)
+
+
 def test_buckets_bound_the_number_of_compilations(tiny_model):
   params = SamplingParams(n=2, max_new_tokens=4, greedy=True)
   before = num_compilations()
@@ -224,9 +254,13 @@ def test_buckets_bound_the_number_of_compilations(tiny_model):
 
 
 def test_kv_memory_error_for_an_impossible_request(tiny_model):
+  """Calls are sized to the memory, but one group (64 rows x 32800 slots: 0.54 GB) must fit."""
   params = SamplingParams(n=64, max_new_tokens=32768)
-  with pytest.raises(MemoryError, match=r"KV cache needs .* GiB .* only .* GiB is free"):
-    generate(tiny_model, [[3]] * 1024, params, jax.random.key(0), memory_limit_bytes=2**30)
+  with pytest.raises(MemoryError, match=r"KV cache needs 0.50 GiB .* only 0.06 GiB is free"):
+    generate(tiny_model, [[3]] * 1024, params, jax.random.key(0), memory_limit_bytes=2**26)
+  with pytest.raises(MemoryError, match=r"KV cache needs 1.00 GiB"):  # 2 groups asked for
+    generate(tiny_model, [[3]] * 2, params, jax.random.key(0), memory_limit_bytes=2**30 - 1,
+             rows_per_call=128)
 
 
 def test_bad_params_are_clear_errors():

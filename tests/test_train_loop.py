@@ -27,6 +27,7 @@ from hicra_jax.train.build import build_components, text_reward_fn
 from hicra_jax.train.loop import NonFiniteError, Trainer
 from hicra_jax.train.metrics import STEP_KEYS, WandbWriter
 from hicra_jax.train.run_config import WandbConfig
+from hicra_jax.train.state import optimizer_count
 from hicra_jax.typed_config import to_config_dict
 import readme_helpers as readme
 from train_helpers import tiny_config
@@ -162,6 +163,12 @@ def test_dynamic_filtering_refills_the_batch(tmp_path):
     ("planning.grams=none", "planning.grams"),
     ("rollout.group_size=1", "rollout.group_size"),
     ("log.wandb.mode=cloud", "log.wandb.mode"),
+    ("loss.mini_batch_size=24", "loss.mini_batch_size"),  # 64 rows
+    ("loss.mini_batch_size=16 --config.loss.micro_batch_size=32", "loss.micro_batch_size"),
+    ("rollout.rows_per_call=4", "rollout.rows_per_call"),  # less than a group of 8
+    ("rollout.rows_per_call=lots", "rollout.rows_per_call"),
+    ("model.attention=flash", "model.attention"),
+    ("model.path=nobody/no-such-model", "model.path"),  # a Hub id, offline and not cached
     ("data.source=reasoning_gym --config.data.task=chain_summ --config.model.path=smollm2 "
      "--config.reward.name=gsm8k --config.planning.grams=paper", "data.task"),
 ])
@@ -359,3 +366,22 @@ def test_evaluate_grades_eval_samples_completions_per_held_out_example(tmp_path)
     trainer.close()
   assert calls == [(12, 4, 3)]
   assert ev == {"eval_accuracy": pytest.approx(1 / 3), "eval_reward_mean": pytest.approx(0.5)}
+
+
+def test_mini_batches_and_rollout_calls_through_the_trainer(tmp_path):
+  """loss.mini_batch_size: one optimizer step per mini-batch; rollout.rows_per_call splits the
+  rollout into calls of whole groups without changing a token."""
+  whole, _ = _trainer(tmp_path / "whole", num_steps=1)
+  split, config = _trainer(tmp_path / "split", num_steps=1, loss__mini_batch_size=16,
+                           loss__micro_batch_size=8, rollout__rows_per_call="24")
+  try:
+    m_whole, m_split = whole.train_step(), split.train_step()
+  finally:
+    whole.close()
+    split.close()
+  assert config.rollout.max_rows_per_call == 24 and config.optimizer_steps == 4
+  assert (split.update_cfg.mini_batches, split.update_cfg.micro_batches) == (4, 2)
+  assert int(optimizer_count(whole.state)) == 1 and int(optimizer_count(split.state)) == 4
+  # The same rollout: 64 rows in calls of 3 groups (24 rows) equal one call of 64.
+  for key in ("reward_mean", "response_length_mean", "example_ids"):
+    assert m_whole[key] == m_split[key], key

@@ -9,6 +9,7 @@ import optax
 import pytest
 from flax import nnx
 
+from hicra_jax import rl
 from hicra_jax.models import Decoder, ModelConfig
 from hicra_jax.train import state as state_lib
 from hicra_jax.train import step as step_lib
@@ -164,3 +165,156 @@ def test_schedule_warmup_and_cosine():
   assert float(const(0)) == 2.0 and float(const(100)) == 2.0
   with pytest.raises(ValueError, match="schedule"):
     state_lib.OptimizerConfig(schedule="linear")
+
+
+# ------------------------------------------------------------------- mini-batches
+
+MOMENTUM = optax.sgd(0.5, momentum=0.9)  # has state (the trace): checks it threads through steps
+
+
+def _gather(batch, rows):
+  return jax.tree_util.tree_map(lambda x: x[np.asarray(rows)], batch)
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(x - y))) for x, y in zip(_leaves(a), _leaves(b)))
+
+
+def test_mini_batches_equal_a_sequence_of_single_mini_batch_updates():
+  """M = 2 mini-batches x 2 epochs, shuffled = 4 hand-made updates on the permuted slices."""
+  batch, key, m = _batch(), jax.random.key(7), 2
+  graphdef, ref = _state(MOMENTUM)
+  old, _ = step_lib.policy_logprobs(graphdef, ref.params, batch.tokens, batch.attention,
+                                    jnp.float32(1.0), num_completion=T)  # the unchanged policy's
+  with_old = _gather(batch, np.arange(P * G))
+  with_old.sampler_logprobs = old
+  one = step_lib.UpdateConfig(micro_batches=2, old_logprobs="sampler")
+  losses = []
+  for epoch in range(2):
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), P * G))
+    for j in range(m):  # mini-batch j: permuted rows j, j + M, ...
+      ref, mref = step_lib.update(ref, _gather(with_old, perm[j::m]), graphdef=graphdef,
+                                  optimizer=MOMENTUM, cfg=one)
+      losses.append(float(mref["loss"]))
+  _, got = _state(MOMENTUM)
+  got, metrics = step_lib.update(got, batch, key, graphdef=graphdef, optimizer=MOMENTUM,
+                                 cfg=step_lib.UpdateConfig(micro_batches=2, mini_batches=m,
+                                                           epochs=2))
+  assert _max_diff(got, ref) < 1e-6
+  assert _max_diff(got, _state(MOMENTUM)[1]) > 1e-3  # it did move
+  np.testing.assert_allclose(metrics["loss"], np.mean(losses), atol=1e-6)
+  assert int(got.step) == 1 and int(ref.step) == 4
+  assert metrics["approx_kl"] > 0  # later steps see a moved policy
+
+
+def _hand_set_sampler_batch(graphdef, params):
+  """Sampler log-probs = policy's - sign(A) x delta: ratios e^0.5 or e^0.1 (or their inverses)."""
+  batch = _batch(seed=3)
+  lp, _ = step_lib.policy_logprobs(graphdef, params, batch.tokens, batch.attention,
+                                   jnp.float32(1.0), num_completion=T)
+  adv = np.asarray(batch.advantages)
+  delta = np.where(np.arange(P * G) % 3 == 0, 0.1, 0.5)[:, None]  # 0.1: inside the clip range
+  batch.sampler_logprobs = lp - np.sign(adv) * delta
+  mask = np.asarray(batch.completion_mask)
+  hand_high = (mask & (adv > 0) & (delta > 0.3)).sum() / mask.sum()  # e^0.5 > 1 + 0.28
+  hand_low = (mask & (adv < 0) & (delta > 0.3)).sum() / mask.sum()  # e^-0.5 < 1 - 0.2
+  return batch, hand_high, hand_low
+
+
+def test_clip_fractions_are_token_means_over_all_mini_batch_steps():
+  graphdef, state = _state(optax.sgd(0.0))  # params never move: every step sees the hand ratios
+  batch, hand_high, hand_low = _hand_set_sampler_batch(graphdef, state.params)
+  assert hand_high > 0.1 and hand_low > 0.1
+  state, m = step_lib.update(state, batch, jax.random.key(0), graphdef=graphdef,
+                             optimizer=optax.sgd(0.0),
+                             cfg=step_lib.UpdateConfig(mini_batches=4, old_logprobs="sampler"))
+  np.testing.assert_allclose(m["clip_frac_high"], hand_high, atol=1e-6)
+  np.testing.assert_allclose(m["clip_frac_low"], hand_low, atol=1e-6)
+  np.testing.assert_allclose(m["clip_frac"], hand_high + hand_low, atol=1e-6)
+
+
+def test_later_mini_batches_see_a_moved_policy_so_both_clips_bind():
+  opt = optax.adam(0.05)
+  graphdef, one = _state(opt)
+  _, four = _state(opt)
+  batch = _batch()
+  one, m1 = step_lib.update(one, batch, jax.random.key(1), graphdef=graphdef, optimizer=opt,
+                            cfg=step_lib.UpdateConfig(mini_batches=1))
+  four, m4 = step_lib.update(four, batch, jax.random.key(1), graphdef=graphdef, optimizer=opt,
+                             cfg=step_lib.UpdateConfig(mini_batches=4))
+  # One step per batch: the ratio is exactly 1, clip-higher never acts.
+  assert m1["clip_frac_high"] == 0.0 and m1["clip_frac_low"] == 0.0
+  np.testing.assert_allclose(m1["ratio_mean"], 1.0, atol=1e-6)
+  assert m4["clip_frac_high"] > 0.0 and m4["clip_frac_low"] > 0.0
+  assert int(state_lib.optimizer_count(four)) == 4 and int(four.step) == 1
+
+
+def test_micro_batching_inside_a_mini_batch_is_exact():
+  batch = _batch(seed=1)
+  results = []
+  for k in (1, 2, 4):  # 8 rows / 2 mini-batches = 4 rows, in 1, 2 or 4 micro-batches
+    graphdef, state = _state(SGD)
+    state, m = step_lib.update(state, batch, jax.random.key(5), graphdef=graphdef, optimizer=SGD,
+                               cfg=step_lib.UpdateConfig(mini_batches=2, micro_batches=k))
+    results.append((state, m))
+  for state, m in results[1:]:
+    assert _max_diff(state, results[0][0]) < 1e-6
+    for key in ("loss", "clip_frac_high", "ratio_mean", "entropy"):
+      np.testing.assert_allclose(m[key], results[0][1][key], atol=1e-6)
+
+
+def test_one_mini_batch_is_the_full_batch_update():
+  """M = 1 against a naive full-batch PPO loop: old log-probs of the unchanged policy."""
+  batch = _batch(seed=2)
+  graphdef, state = _state(MOMENTUM)
+  params, opt_state = state.params, state.opt_state
+  scores = lambda p: step_lib.completion_logprobs(nnx.merge(graphdef, p), batch.tokens,
+                                                  batch.attention, T)[0]
+  old = jax.jit(scores)(params)
+  ref_losses = []
+  loss_and_grad = jax.jit(jax.value_and_grad(lambda p: rl.policy_loss(
+      scores(p), old, batch.advantages, batch.completion_mask)[0]))
+  for _ in range(2):
+    loss, g = loss_and_grad(params)
+    updates, opt_state = MOMENTUM.update(g, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    ref_losses.append(float(loss))
+  state, m = step_lib.update(state, batch, jax.random.key(0), graphdef=graphdef,
+                             optimizer=MOMENTUM,
+                             cfg=step_lib.UpdateConfig(micro_batches=2, epochs=2))
+  for a, b in zip(_leaves(state), jax.tree_util.tree_leaves(jax.device_get(params))):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  np.testing.assert_allclose(m["loss"], np.mean(ref_losses), atol=1e-6)
+
+
+def test_nan_guard_acts_per_mini_batch_step():
+  """Without a key, mini-batch j of 2 is rows j, j + 2, ...: a NaN in row 1 spoils step 2 only."""
+  cfg = step_lib.UpdateConfig(mini_batches=2)
+  graphdef, state = _state()
+  before = _leaves(state)
+  adv = np.asarray(_batch().advantages).copy()
+  adv[1, 0] = np.nan
+  state, m = step_lib.update(state, _batch(advantages=adv), graphdef=graphdef, optimizer=OPT,
+                             cfg=cfg)
+  assert m["update_finite"] == 0.5
+  assert int(state.consecutive_skips) == 1 and int(state.total_skips) == 1
+  assert int(state_lib.optimizer_count(state)) == 1
+  assert max(float(np.max(np.abs(a - b))) for a, b in zip(before, _leaves(state))) > 1e-4
+  adv = np.asarray(_batch().advantages).copy()
+  adv[0, 0] = np.nan  # step 1 skipped, step 2 applied: the run of skips ends
+  state, m = step_lib.update(state, _batch(advantages=adv), graphdef=graphdef, optimizer=OPT,
+                             cfg=cfg)
+  assert int(state.consecutive_skips) == 0 and int(state.total_skips) == 2
+  assert int(state_lib.optimizer_count(state)) == 2
+
+
+def test_bad_mini_batch_sizes_fail_clearly():
+  with pytest.raises(ValueError, match=r"mini_batches = 0: expected an integer >= 1"):
+    step_lib.UpdateConfig(mini_batches=0)
+  assert step_lib.UpdateConfig(mini_batches=2, micro_batches=2).split_sizes(8) == (4, 2)
+  with pytest.raises(ValueError, match=r"8 rows cannot be split into mini_batches=3"):
+    step_lib.UpdateConfig(mini_batches=3).split_sizes(8)
+  graphdef, state = _state()
+  with pytest.raises(ValueError, match=r"mini-batch of 4 rows .* micro_batches=3 .* = 6"):
+    step_lib.update(state, _batch(), graphdef=graphdef, optimizer=OPT,
+                    cfg=step_lib.UpdateConfig(mini_batches=2, micro_batches=3))

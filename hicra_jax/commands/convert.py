@@ -100,8 +100,8 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None) -> int
   """Writes the policy of checkpoint `step` (None: latest) to `output`; returns the step."""
   # Imported here: keeps `hicra-jax --help` from importing jax.
   from hicra_jax.models import save_pretrained  # pylint: disable=import-outside-toplevel
-  policy, model_config, _, step = restore_policy(workdir, step)
-  save_pretrained(policy, model_config, output)
+  policy, model_config, tokenizer, step = restore_policy(workdir, step)
+  save_pretrained(policy, model_config, output, tokenizer=tokenizer)
   return step
 
 

@@ -74,13 +74,14 @@ def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   if not (isinstance(model, str) and config_lib.is_training_workdir(model)):
     config_lib.check_path(
         config, "model", aliases=options.MODEL_ALIASES, predicate=config_lib.is_model_path,
-        expected="the path of a .gguf file, of a Hugging Face model directory (with "
-        "config.json) or of a training workdir (with checkpoints/<step>/)")
+        expected=f"{config_lib.MODEL_PATH_EXPECTED}, or a training workdir (with "
+        "checkpoints/<step>/)")
   config_lib.check_int(config, "step", minimum=-1)
   tokenizer = config_lib.check_str(config, "tokenizer", empty=True)
-  if tokenizer and not os.path.exists(os.path.expanduser(tokenizer)):
+  if tokenizer and not (os.path.exists(os.path.expanduser(tokenizer))
+                        or config_lib.hub_model_id(tokenizer) is not None):
     raise config_lib.field_error("tokenizer", tokenizer,
-                                 "'' (the model's) or an existing file or folder")
+                                 "'' (the model's), an existing file or folder, or a Hub id")
   config_lib.check_choice(config, "dtype", options.DTYPES)
   config_lib.check_str(config, "label", empty=True)
   data_dir = config_lib.check_str(config, "data_dir", empty=True)
@@ -162,7 +163,7 @@ def run(config: config_lib.ConfigDict) -> None:
   model, tokenizer, path, label = load_policy(config)
   print(f"model: {path} ({config.dtype}) on {jax.devices()[0].platform}", flush=True)
   if config.tokenizer:
-    tokenizer = load_tokenizer(os.path.expanduser(config.tokenizer))
+    tokenizer = load_tokenizer(config.tokenizer)
   if tokenizer is None:
     raise config_lib.field_error("tokenizer", config.tokenizer,
                                  f"a tokenizer path: {path} has none of its own")

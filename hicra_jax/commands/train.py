@@ -64,6 +64,7 @@ def run(config: RunConfig) -> int:
     return 0
   if config.export_policy and components.model_config is not None:
     path = os.path.join(config.workdir, "policy")
-    save_pretrained(trainer.policy(), components.model_config, path)
+    save_pretrained(trainer.policy(), components.model_config, path,
+                    tokenizer=components.tokenizer)
     print(f"exported the policy to {path}", flush=True)
   return 0

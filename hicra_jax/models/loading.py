@@ -1,4 +1,4 @@
-"""load_pretrained / save_pretrained: HF directories and GGUF files -> Decoder."""
+"""load_pretrained / save_pretrained: HF directories, Hub ids and GGUF files <-> Decoder."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from hicra_jax.models import partition, weights
 from hicra_jax.models.config import ModelConfig
 from hicra_jax.models.decoder import Decoder
 from hicra_jax.models.gguf import read_gguf
+from hicra_jax.models.paths import resolve_model
 
 
 def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
                     **options) -> tuple[Decoder, ModelConfig]:
-  """Load a HF model directory (config.json + safetensors) or a .gguf file.
+  """Load a HF model directory (config.json + safetensors), a Hub model id or a .gguf file.
 
   Args:
     path: a directory with config.json and model.safetensors (or a sharded
-      index), or a .gguf file (dequantized to `dtype`).
+      index), a .gguf file (dequantized to `dtype`), "smollm2" (the packaged
+      SmolLM2 GGUF), or a Hugging Face Hub id "org/name" / "org/name@revision"
+      when no local path of that name exists (from the Hub cache or, unless
+      HF_HUB_OFFLINE is set, downloaded: models/paths.py `resolve_model`).
     dtype: parameter dtype, "float32" or "bfloat16".
     mesh: optional jax Mesh; each parameter is placed with its sharding
       (models/partition.py rules) as it is read.
@@ -24,7 +28,7 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
   Returns:
     (model, config).
   """
-  path = os.fspath(path)
+  path = resolve_model(path)
   if path.endswith(".gguf"):
     if not os.path.isfile(path):
       raise FileNotFoundError(f"GGUF file {path!r} does not exist")
@@ -43,6 +47,19 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
   return model, config
 
 
-def save_pretrained(model: Decoder, config: ModelConfig, path: str | os.PathLike) -> None:
-  """Write a HF directory (config.json + model.safetensors) that transformers loads."""
-  weights.save_pretrained(model, config, os.fspath(path))
+def save_pretrained(model: Decoder, config: ModelConfig, path: str | os.PathLike, *,
+                    tokenizer=None, max_shard_size: int | str = weights.MAX_SHARD_SIZE) -> None:
+  """Write a HF directory in the layout transformers writes, which downstream engines read.
+
+  Args:
+    model: the Decoder to export (its params' dtype is the files' dtype).
+    config: its ModelConfig (-> config.json).
+    path: the directory to write (created; earlier weight files in it are replaced).
+    tokenizer: optional transformers tokenizer, written with its chat template
+      (tokenizer.save_pretrained); its special tokens also go to generation_config.json.
+    max_shard_size: the largest safetensors file, in bytes or as "5GB", "500MB", "2GiB".
+      Weights that fit are one model.safetensors; more are model-0000i-of-0000n.safetensors
+      with model.safetensors.index.json, as transformers writes them.
+  """
+  weights.save_pretrained(model, config, os.fspath(path), tokenizer=tokenizer,
+                          max_shard_size=max_shard_size)

@@ -1,7 +1,9 @@
-"""Load a Hugging Face fast tokenizer from a model dir, a tokenizer.json folder or a GGUF file.
+"""Load a Hugging Face fast tokenizer from a model dir, a tokenizer.json folder, a GGUF file
+or a Hub model id.
 
-Everything is read from local files (`local_files_only=True`); nothing is
-fetched from the hub and no remote code is ever run.
+A Hub id is resolved to its snapshot folder first (models/paths.py: the tokenizer files
+only, from the cache or, online, the Hub); transformers then reads local files only
+(`local_files_only=True`) and no remote code is ever run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 from typing import TYPE_CHECKING
 
 from hicra_jax.models.gguf_tokenizer import load_gguf_tokenizer
+from hicra_jax.models.paths import TOKENIZER_FILES, resolve_model
 
 if TYPE_CHECKING:
   from transformers import PreTrainedTokenizerFast
@@ -19,7 +22,8 @@ TOKENIZER_JSON = "tokenizer.json"
 # (SentencePiece model; GPT-2 style vocab.json + merges.txt).
 _CONVERTIBLE_FILES = ("tokenizer.model", "vocab.json")
 _EXPECTED = ("a Hugging Face model directory (tokenizer.json and/or tokenizer_config.json), "
-             "a folder with tokenizer.json, or a .gguf file")
+             "a folder with tokenizer.json, a .gguf file or a Hugging Face Hub model id "
+             "(org/name or org/name@revision)")
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
@@ -32,18 +36,23 @@ def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
       * a folder with only tokenizer.json (plus an optional tokenizer_config.json);
       * a `tokenizer.json` file (its folder is loaded);
       * a `.gguf` file (vocabulary, merges, special tokens and
-        `tokenizer.chat_template` from the GGUF metadata).
+        `tokenizer.chat_template` from the GGUF metadata);
+      * "smollm2" (the packaged SmolLM2 GGUF), or a Hugging Face Hub id "org/name" or
+        "org/name@revision" when no local path of that name exists (its tokenizer files,
+        from the Hub cache or, unless HF_HUB_OFFLINE is set, downloaded).
 
   Returns:
     A `transformers.PreTrainedTokenizerFast`. `tokenizer.chat_template` is the
     model's chat template, or None when the files carry none (base models).
 
   Raises:
-    FileNotFoundError: `path` does not exist, or a directory holds no tokenizer files.
+    FileNotFoundError: `path` does not exist, a directory holds no tokenizer files, or a
+      Hub id is neither cached nor (online) on the Hub.
     ValueError: `path` is a file that is neither a .gguf file nor tokenizer.json.
     TypeError: transformers could only build a slow (non-fast) tokenizer.
   """
-  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  # config.json too: transformers reads it to pick the class when there is no tokenizer.json.
+  path = os.path.abspath(resolve_model(path, files=TOKENIZER_FILES + ("config.json",)))
   if not os.path.exists(path):
     raise FileNotFoundError(f"tokenizer path {path!r} does not exist; expected {_EXPECTED}")
   if os.path.isfile(path):

@@ -8,8 +8,10 @@ cannot drift apart.
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Iterable
+import re
+from typing import Any, Iterable, Iterator
 
 import jax
 import ml_dtypes
@@ -154,27 +156,141 @@ def flat_params(model: Decoder) -> dict[str, jax.Array]:
 # ---- writing -----------------------------------------------------------------
 
 
-def to_hf_state_dict(model: Decoder) -> dict[str, np.ndarray]:
-  """{HF name: numpy array} in HF layouts, in the params' own dtype."""
+MAX_SHARD_SIZE = "5GB"  # transformers' default
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
+_SHARD_FILE = "model-{i:05d}-of-{n:05d}.safetensors"
+_WEIGHT_FILE = re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(size: int | str) -> int:
+  """Bytes in `size`: an int, or a string such as "5GB" (5 * 10**9), "2GiB" (2 * 2**30), "100"."""
+  value = None
+  if isinstance(size, int) and not isinstance(size, bool):
+    value = size
+  elif isinstance(size, str) and (match := _SIZE.fullmatch(size)):
+    value = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "B").upper()])
+  if value is None or value <= 0:
+    raise ValueError(f"max_shard_size {size!r}: expected a positive number of bytes or a "
+                     f"string such as '5GB', '500MB' or '2GiB'")
+  return value
+
+
+def _hf_tensors(model: Decoder) -> Iterator[tuple[str, np.ndarray]]:
+  """(HF name, numpy array in its HF layout and the param's dtype), in schema order.
+
+  One parameter is on the host at a time (per-layer params: all layers of one kind),
+  so a writer that consumes this lazily never holds the whole model twice.
+  """
   config = model.config
   params = flat_params(model)
-  out = {}
   for tensor in schema.tensors(config):
     to_hf = schema.HF_LAYOUTS[tensor.layout][1]
     value = np.asarray(jax.device_get(params[tensor.name]))
     per_layer = value if tensor.per_layer else value[None]
     for name, layer_value in zip(schema.hf_names(tensor, config), per_layer):
-      out[name] = np.ascontiguousarray(to_hf(layer_value))
+      yield name, np.ascontiguousarray(to_hf(layer_value))
+
+
+def _hf_sizes(model: Decoder) -> list[tuple[str, int]]:
+  """(HF name, bytes) of every HF tensor, in `_hf_tensors` order, without reading a value."""
+  config = model.config
+  params = flat_params(model)
+  return [(name, math.prod(schema.hf_shape(tensor, config)) * params[tensor.name].dtype.itemsize)
+          for tensor in schema.tensors(config) for name in schema.hf_names(tensor, config)]
+
+
+def plan_shards(sizes: list[tuple[str, int]], max_bytes: int) -> list[list[str]]:
+  """Names grouped, in order, into shards of at most `max_bytes` (as transformers does).
+
+  A new shard starts when the next tensor would overflow the current one; a tensor larger
+  than `max_bytes` gets a shard of its own.
+  """
+  shards: list[list[str]] = [[]]
+  used = 0
+  for name, nbytes in sizes:
+    if shards[-1] and used + nbytes > max_bytes:
+      shards.append([])
+      used = 0
+    shards[-1].append(name)
+    used += nbytes
+  return shards
+
+
+def to_hf_state_dict(model: Decoder) -> dict[str, np.ndarray]:
+  """{HF name: numpy array} in HF layouts, in the params' own dtype."""
+  return dict(_hf_tensors(model))
+
+
+def generation_config(config: ModelConfig, tokenizer=None) -> dict[str, Any]:
+  """generation_config.json's special token ids, from the model config and the tokenizer.
+
+  eos_token_id lists the config's end token(s) and the tokenizer's (an instruct model's
+  end-of-turn token): engines stop generating on any of them.
+  """
+  eos = list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else (
+      [] if config.eos_token_id is None else [config.eos_token_id])
+  tok_eos = getattr(tokenizer, "eos_token_id", None)
+  if tok_eos is not None and tok_eos not in eos:
+    eos.append(tok_eos)
+  out: dict[str, Any] = {}
+  bos = config.bos_token_id if config.bos_token_id is not None else getattr(
+      tokenizer, "bos_token_id", None)
+  if bos is not None:
+    out["bos_token_id"] = int(bos)
+  if eos:
+    out["eos_token_id"] = int(eos[0]) if len(eos) == 1 else [int(e) for e in eos]
+  pad = getattr(tokenizer, "pad_token_id", None)
+  if pad is not None:
+    out["pad_token_id"] = int(pad)
   return out
 
 
-def save_pretrained(model: Decoder, config: ModelConfig, path: str) -> None:
-  """Write config.json + model.safetensors that transformers' from_pretrained loads."""
+def save_pretrained(model: Decoder, config: ModelConfig, path: str, *, tokenizer=None,
+                    max_shard_size: int | str = MAX_SHARD_SIZE) -> None:
+  """Write a HF directory in the layout transformers writes (vLLM, SGLang and others read it).
+
+  config.json; model.safetensors, or model-0000i-of-0000n.safetensors shards of at most
+  `max_shard_size` with model.safetensors.index.json; generation_config.json; and, given a
+  `tokenizer`, its files with the chat template (tokenizer.save_pretrained). Weight files
+  of an earlier export in `path` that this one does not write are removed, so a reader
+  never mixes the two.
+  """
+  max_bytes = parse_size(max_shard_size)
+  sizes = _hf_sizes(model)
+  shards = plan_shards(sizes, max_bytes)
+  files = ([SINGLE_FILE] if len(shards) == 1
+           else [_SHARD_FILE.format(i=i + 1, n=len(shards)) for i in range(len(shards))])
   os.makedirs(path, exist_ok=True)
-  tensors = to_hf_state_dict(model)
+  keep = set(files) | ({INDEX_FILE} if len(shards) > 1 else set())
+  for name in os.listdir(path):
+    if _WEIGHT_FILE.fullmatch(name) and name not in keep:
+      os.remove(os.path.join(path, name))
+  tensors = _hf_tensors(model)  # lazily: one shard's arrays on the host at a time
+  weight_map, dtypes = {}, set()
+  for shard, file in zip(shards, files):
+    arrays = dict(next(tensors) for _ in shard)
+    assert list(arrays) == shard  # the plan and the tensors walk the same schema order
+    dtypes.update(a.dtype for a in arrays.values())
+    save_file(arrays, os.path.join(path, file), metadata={"format": "pt"})
+    weight_map.update(dict.fromkeys(shard, file))
+  if len(shards) > 1:
+    index = {"metadata": {"total_size": sum(nbytes for _, nbytes in sizes)},
+             "weight_map": dict(sorted(weight_map.items()))}
+    with open(os.path.join(path, INDEX_FILE), "w") as f:
+      json.dump(index, f, indent=2)
   hf_config = config.to_hf()
-  dtype = next(iter(tensors.values())).dtype
-  hf_config["torch_dtype"] = "bfloat16" if dtype == ml_dtypes.bfloat16 else "float32"
+  hf_config["torch_dtype"] = ("bfloat16" if np.dtype(ml_dtypes.bfloat16) in dtypes
+                              else "float32")
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2)
-  save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+  generation = generation_config(config, tokenizer)
+  if generation:
+    with open(os.path.join(path, GENERATION_CONFIG_FILE), "w") as f:
+      json.dump(generation, f, indent=2)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(path)

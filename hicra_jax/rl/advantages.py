@@ -33,8 +33,9 @@ def grpo_advantages(rewards, group_size: int, *, estimator: str = "grpo",
     estimator="grpo":  A_i = r_i - mean_{j in g(i)} r_j          (the paper's formula)
     estimator="rloo":  A_i = r_i - mean_{j in g(i), j != i} r_j   (leave-one-out)
                            = G / (G - 1) * (r_i - mean_{j in g(i)} r_j)
-    scale="none":      A_i unchanged (the paper; no std division)
-    scale="group_std": A_i / (std_{j in g(i)} r_j + eps)   (the original GRPO)
+    scale="none":      A_i unchanged (mean only, as Dr. GRPO; no std division)
+    scale="group_std": A_i / (std_{j in g(i)} r_j + eps)   (GRPO, DAPO: the paper's
+                                                             "group-normalized reward")
     scale="batch_std": A_i / (std_{all j} r_j + eps)        (group mean, batch std)
 
   Standard deviations are the unbiased (ddof=1) sample std, as in the common

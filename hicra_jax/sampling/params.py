@@ -96,6 +96,17 @@ class Rollout:
   def group_size(self) -> int:
     return int(np.sum(self.prompt_index == 0))
 
+  @classmethod
+  def concatenate(cls, parts: Sequence[Rollout]) -> Rollout:
+    """The rollouts of consecutive prompt chunks as one (prompt indices continue)."""
+    if len(parts) == 1:
+      return parts[0]
+    offsets = np.cumsum([0] + [int(p.prompt_index.max()) + 1 for p in parts[:-1]])
+    fields = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+              for f in dataclasses.fields(cls) if f.name != "prompt_index"}
+    return cls(**fields, prompt_index=np.concatenate(
+        [p.prompt_index + offset for p, offset in zip(parts, offsets)]).astype(np.int32))
+
   def token_lists(self, *, include_stop: bool = True) -> list[list[int]]:
     """Each row's completion ids (without the stop token when include_stop=False)."""
     out = []

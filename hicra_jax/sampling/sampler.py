@@ -8,6 +8,11 @@ One call of `generate`:
   3. decodes in a `lax.while_loop` with per-row done flags that ends as soon as
      every row has stopped or max_new_tokens is reached (optionally in
      segments, with a host-side interrupt check between them).
+
+Large batches run in several calls of whole groups (`rows_per_call`, or sized
+from free memory). Randomness is per row: row r's token t is drawn with
+fold_in(fold_in(rng, t), r), r counted over the whole batch, so neither the
+split into calls nor the decode segments change a single token.
 """
 
 from __future__ import annotations
@@ -44,9 +49,15 @@ def bucket_length(length: int, buckets: Sequence[int]) -> int:
                    f"{max(buckets)}; add a larger bucket or shorten the prompt")
 
 
-def sample_token(logits_NxV, key, temperature, top_p, min_p, *, top_k: int, greedy: bool,
+def row_keys(rng: jax.Array, step, rows_N: jax.Array) -> jax.Array:
+  """key[N]: the key of each row at one decode step, fold_in(fold_in(rng, step), row)."""
+  step_key = jax.random.fold_in(rng, step)
+  return jax.vmap(lambda row: jax.random.fold_in(step_key, row))(rows_N)
+
+
+def sample_token(logits_NxV, keys_N, temperature, top_p, min_p, *, top_k: int, greedy: bool,
                  use_top_p: bool, use_min_p: bool):
-  """Draw one token per row.
+  """Draw one token per row, row i with its own key keys_N[i] (`row_keys`).
 
   Returns (tokens i32[N], logprobs f32[N]) where logprobs are
   log softmax(logits / temperature) at the drawn token: the untruncated
@@ -74,7 +85,7 @@ def sample_token(logits_NxV, key, temperature, top_p, min_p, *, top_k: int, gree
       probs = jax.nn.softmax(trunc, axis=-1)
       keep = probs >= min_p * jnp.max(probs, axis=-1, keepdims=True)
       trunc = jnp.where(keep, trunc, neg_inf)
-    tokens = jax.random.categorical(key, trunc, axis=-1)
+    tokens = jax.vmap(jax.random.categorical)(keys_N, trunc)
   tokens = tokens.astype(jnp.int32)
   return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
@@ -87,11 +98,13 @@ _DECODE_STATIC = ("graphdef", "max_new_tokens", "top_k", "greedy", "use_top_p", 
 class _DecodeState:
   """The decode loop's carry (device arrays): what a segment hands to the next.
 
-  step: i32[] next output position; last: i32[N] last tokens; tokens,
-  logprobs, mask: [N, max_new_tokens] outputs so far; stopped: bool[N].
+  step: i32[] next output position; rows: i32[N] each row's index in the
+  whole batch (its sampling key); last: i32[N] last tokens; tokens, logprobs,
+  mask: [N, max_new_tokens] outputs so far; stopped: bool[N].
   """
 
   step: jax.Array
+  rows: jax.Array
   last: jax.Array
   tokens: jax.Array
   logprobs: jax.Array
@@ -106,10 +119,13 @@ def _sampler(temperature, top_p, min_p, *, top_k, greedy, use_top_p, use_min_p):
 
 
 @functools.partial(jax.jit, static_argnames=("n",) + _DECODE_STATIC)
-def _prefill(graphdef, state, tokens_PxI, mask_PxI, stop_ids, rng, temperature, top_p, min_p, *,
-             n: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
-             use_min_p: bool) -> _DecodeState:
-  """Prefills each prompt once, repeats its cache to n rows, samples the first token."""
+def _prefill(graphdef, state, tokens_PxI, mask_PxI, first_row, stop_ids, rng, temperature,
+             top_p, min_p, *, n: int, max_new_tokens: int, top_k: int, greedy: bool,
+             use_top_p: bool, use_min_p: bool) -> _DecodeState:
+  """Prefills each prompt once, repeats its cache to n rows, samples the first token.
+
+  first_row: i32[] the whole batch's index of this call's first row.
+  """
   _TRACES["generate"] += 1  # runs once per trace, i.e. per compiled prefill + decode pair
   model = nnx.merge(graphdef, state)
   mesh = model.mesh
@@ -126,9 +142,10 @@ def _prefill(graphdef, state, tokens_PxI, mask_PxI, stop_ids, rng, temperature, 
   if mesh is not None:
     cache = jax.lax.with_sharding_constraint(cache, sharding.kv_cache_sharding(model.config, mesh))
   rows = p * n
-  first, first_lp = sample(jnp.repeat(last_logits, n, axis=0), jax.random.fold_in(rng, 0))
+  rows_N = first_row + jnp.arange(rows, dtype=jnp.int32)
+  first, first_lp = sample(jnp.repeat(last_logits, n, axis=0), row_keys(rng, 0, rows_N))
   return _DecodeState(
-      step=jnp.int32(1), last=first,
+      step=jnp.int32(1), rows=rows_N, last=first,
       tokens=jnp.zeros((rows, max_new_tokens), jnp.int32).at[:, 0].set(first),
       logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_lp),
       mask=jnp.zeros((rows, max_new_tokens), bool).at[:, 0].set(True),
@@ -140,7 +157,8 @@ def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, to
             until, *, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
             use_min_p: bool) -> _DecodeState:
   """Decodes until position `until` (traced: any segment length, one program) or every
-  row has stopped. Token t's key is fold_in(rng, t), so segments change nothing."""
+  row has stopped. Row r's token t has the key fold_in(fold_in(rng, t), r), so segments
+  change nothing."""
   _TRACES["decode"] += 1
   model = nnx.merge(graphdef, state)
   sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
@@ -152,11 +170,11 @@ def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, to
 
   def body(c: _DecodeState) -> _DecodeState:
     logits, cache = model.decode(c.last[:, None], c.cache)
-    token, logprob = sample(logits[:, 0], jax.random.fold_in(rng, c.step))
+    token, logprob = sample(logits[:, 0], row_keys(rng, c.step, c.rows))
     alive = ~c.stopped
     token = jnp.where(alive, token, 0)
     return _DecodeState(
-        step=c.step + 1, last=token, tokens=c.tokens.at[:, c.step].set(token),
+        step=c.step + 1, rows=c.rows, last=token, tokens=c.tokens.at[:, c.step].set(token),
         logprobs=c.logprobs.at[:, c.step].set(jnp.where(alive, logprob, 0.0)),
         mask=c.mask.at[:, c.step].set(alive),
         stopped=c.stopped | (alive & jnp.isin(token, stop_ids)), cache=cache)
@@ -204,10 +222,32 @@ def check_kv_memory(model: Decoder, rows: int, slots: int, *, shards: int = 1,
   return need
 
 
+def prompts_per_call(model: Decoder, prompts: int, n: int, slots: int, *, shards: int = 1,
+                     rows_per_call: int | None = None, limit_bytes: int | None = None,
+                     kv_fraction: float = 0.75) -> int:
+  """How many prompts (whole groups of n rows) one generate call takes.
+
+  rows_per_call: the most rows per call (at least one group); None sizes the
+  calls so their KV cache uses at most `kv_fraction` of the free device memory
+  (the rest is left to logits and activations); unknown free memory: one call.
+  The result is a multiple of `shards` (each call splits its prompts over the
+  mesh's batch shards) unless all prompts fit in one call.
+  """
+  if rows_per_call is None:
+    limit = free_device_bytes() if limit_bytes is None else limit_bytes
+    if limit is None:
+      return prompts
+    per_row = kv_cache_bytes(model, 1, slots)
+    fit = int(limit * kv_fraction * shards // max(per_row, 1)) // n
+  else:
+    fit = rows_per_call // n
+  return min(prompts, max(shards, fit // shards * shards))
+
+
 def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingParams,
              rng: jax.Array, *, mesh=None, prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
              memory_limit_bytes: int | None = None, interrupt: Callable[[], bool] | None = None,
-             segment_tokens: int = 256) -> Rollout:
+             segment_tokens: int = 256, rows_per_call: int | None = None) -> Rollout:
   """Sample `params.n` completions for each prompt.
 
   Args:
@@ -215,35 +255,58 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
       overrides it for this call).
     prompts: P token-id lists of any lengths.
     params: SamplingParams.
-    rng: a jax PRNG key; the same key, prompts and params give the same rollout.
-    prompt_buckets: prompt lengths are left-padded up to the next bucket.
-    memory_limit_bytes: override the free-memory estimate used by the KV check.
+    rng: a jax PRNG key; the same key, prompts and params give the same
+      rollout, however the rows are split into calls.
+    prompt_buckets: prompt lengths are left-padded up to the next bucket (one
+      length for every call of the batch).
+    memory_limit_bytes: override the free-memory estimate used to size the
+      calls and by the KV check.
     interrupt: called on the host every `segment_tokens` decoded tokens (the
       decode loop then runs in segments of that length; same results); when it
       returns True, `GenerationInterrupted` is raised. The trainer uses it so
       that SIGTERM does not wait for a long rollout. None: one decode call.
+    rows_per_call: the most rows a call holds (whole groups: rounded down to a
+      multiple of n, at least n); None: sized from free device memory and the
+      model's KV footprint (`prompts_per_call`). Each prompt is prefilled once.
 
   Returns:
     Rollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
 
   Raises:
     GenerationInterrupted: `interrupt` returned True.
+    MemoryError: not even one group per batch shard fits.
   """
   prompts = prompts_as_lists(prompts)
   if mesh is not None and model.mesh is not mesh:
     model = sharding.shard_model(nnx.clone(model), mesh)
   mesh = model.mesh
   length = bucket_length(max(len(p) for p in prompts), prompt_buckets)
-  rows = len(prompts) * params.n
   shards = 1
   if mesh is not None:
     shards = sharding.batch_shards(mesh)
     if len(prompts) % shards:
       raise ValueError(f"{len(prompts)} prompts cannot be split over {shards} batch shards "
                        f"(mesh data x fsdp); pass a multiple of {shards} prompts")
-  check_kv_memory(model, rows, length + params.max_new_tokens, shards=shards,
+  if rows_per_call is not None and (isinstance(rows_per_call, bool) or rows_per_call < params.n):
+    raise ValueError(f"rows_per_call must be None or an int >= n = {params.n} (a call holds "
+                     f"whole groups), got {rows_per_call!r}")
+  slots = length + params.max_new_tokens
+  per_call = prompts_per_call(model, len(prompts), params.n, slots, shards=shards,
+                              rows_per_call=rows_per_call, limit_bytes=memory_limit_bytes)
+  check_kv_memory(model, per_call * params.n, slots, shards=shards,
                   limit_bytes=memory_limit_bytes)
+  return Rollout.concatenate([
+      _generate_call(model, prompts[start:start + per_call], params, rng, length,
+                     first_row=start * params.n, interrupt=interrupt,
+                     segment_tokens=segment_tokens)
+      for start in range(0, len(prompts), per_call)])
 
+
+def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingParams,
+                   rng: jax.Array, length: int, *, first_row: int,
+                   interrupt: Callable[[], bool] | None, segment_tokens: int) -> Rollout:
+  """One prefill + decode over `prompts` (left-padded to `length`); rows numbered from first_row."""
+  mesh = model.mesh
   tokens = np.zeros((len(prompts), length), np.int32)
   mask = np.zeros((len(prompts), length), bool)
   for i, ids in enumerate(prompts):
@@ -259,7 +322,8 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
              jnp.float32(params.min_p))
   static = dict(max_new_tokens=params.max_new_tokens, top_k=params.top_k,
                 greedy=params.greedy, use_top_p=params.top_p < 1.0, use_min_p=params.min_p > 0.0)
-  carry = _prefill(graphdef, state, tokens, mask, *dynamic, n=params.n, **static)
+  carry = _prefill(graphdef, state, tokens, mask, jnp.int32(first_row), *dynamic, n=params.n,
+                   **static)
   total = params.max_new_tokens
   segment = total if interrupt is None else max(int(segment_tokens), 1)
   until = 1  # the prefill sampled position 0

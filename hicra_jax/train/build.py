@@ -44,7 +44,7 @@ def load_model(m: ModelSettings, *, seed: int = 0, mesh=None):
   # Decoder options and the mesh go to the loader: each param is built once, in place.
   model, model_config = load_pretrained(path, dtype=m.dtype, mesh=mesh,
                                         compute_dtype=m.compute_dtype or None, remat=m.remat)
-  tokenizer = load_tokenizer(resolve_model(m.tokenizer) if m.tokenizer else path)
+  tokenizer = load_tokenizer(m.tokenizer or path)  # resolves aliases and Hub ids itself
   return model, model_config, tokenizer
 
 

@@ -50,6 +50,9 @@ logger = logging.getLogger("hicra_jax.train")
 # user config carries a test knob.
 TEST_STEP_SLEEP_ENV = "HICRA_JAX_TEST_STEP_SLEEP_S"
 
+# Streams of a step's key beside the rollout rounds' fold_in(key, round).
+EVAL_STREAM, SHUFFLE_STREAM = 10**6, 2 * 10**6
+
 
 class NonFiniteError(RuntimeError):
   """Too many consecutive non-finite updates; the run saved a checkpoint and stopped."""
@@ -93,8 +96,9 @@ def update_config(config: RunConfig, *, has_reference: bool) -> step_lib.UpdateC
   return step_lib.UpdateConfig(
       clip_low=loss.clip_low, clip_high=loss.clip_high, aggregation=loss.aggregation,
       entropy_coef=config.entropy_coef, kl_coef=loss.kl_coef if has_reference else 0.0,
-      kl_estimator=loss.kl_estimator, micro_batches=config.rollout.rows // loss.micro_batch_size,
-      epochs=loss.epochs, old_logprobs=config.rollout.old_logprobs,
+      kl_estimator=loss.kl_estimator,
+      micro_batches=config.mini_batch_rows // loss.micro_batch_size,  # per optimizer step
+      mini_batches=config.rollout.rows // config.mini_batch_rows, epochs=loss.epochs, old_logprobs=config.rollout.old_logprobs,
       temperature=config.rollout.temperature)
 
 
@@ -110,7 +114,7 @@ class Trainer:
     self.group_size = config.rollout.group_size
     self.prompts_per_step = config.rollout.prompts_per_step
     self.rows = config.rollout.rows
-    opt_cfg = optimizer_config(config.optim, total_steps=config.num_steps * config.loss.epochs)
+    opt_cfg = optimizer_config(config.optim, total_steps=config.optimizer_steps)
     self.schedule = learning_rate_schedule(opt_cfg)
     self.optimizer = make_optimizer(opt_cfg)
     self.graphdef, self.state = create_train_state(components.model, self.optimizer)
@@ -169,10 +173,12 @@ class Trainer:
     params = SamplingParams(n=n, max_new_tokens=self.max_new_tokens, temperature=temperature,
                             top_p=self.config.rollout.top_p, top_k=self.config.rollout.top_k,
                             stop_ids=self.c.stop_ids)
+    cap = self.config.rollout.max_rows_per_call  # eval groups may be larger than rollout ones
     return rollout_lib.sample(
         self.policy(), examples, params, key,
         prompt_buckets=self.config.rollout.prompt_buckets,
         segment_tokens=self.config.rollout.signal_check_tokens,
+        rows_per_call=None if cap is None else max(cap, n),
         tokenizer=self.c.tokenizer, interrupt=lambda: self.signals.stop_requested)
 
   def train_step(self) -> dict[str, Any]:
@@ -205,7 +211,9 @@ class Trainer:
         graphdef=self.graphdef, ref_params=self.c.ref_params,
         mesh=getattr(self.c.model, "mesh", None))
     lr = float(self.schedule(optimizer_count(self.state)))
-    self.state, update_metrics = step_lib.update(self.state, batch, graphdef=self.graphdef,
+    shuffle_key = jax.random.fold_in(key, SHUFFLE_STREAM)  # mini-batch order
+    self.state, update_metrics = step_lib.update(self.state, batch, shuffle_key,
+                                                 graphdef=self.graphdef,
                                                  optimizer=self.optimizer, cfg=self.update_cfg)
     update_metrics = {k: float(v) for k, v in jax.device_get(update_metrics).items()}
     t2 = time.perf_counter()
@@ -241,7 +249,7 @@ class Trainer:
     if not examples:
       return {}
     n = self.config.eval.samples
-    key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), 10**6)
+    key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), EVAL_STREAM)
     sampled = self._sample(examples, key, n=n, temperature=self.config.eval.temperature)
     rewards, _ = safe_rewards(self.c.reward_fn, sampled.completions, sampled.texts, examples, n)
     return {"eval_accuracy": float(np.mean(rewards >= 1.0)),

@@ -12,13 +12,13 @@ from hicra_jax.train import run_config
 
 
 def paper_config(*, model: str, workdir: str, template: str):
-  """The HICRA recipe of Table 1 for `model` (a HF directory); presets override the rest."""
+  """The HICRA recipe of Table 1 for `model` (a Hub id or HF directory); presets override the rest."""
   c = run_config.get_config()
   c.algorithm = "hicra"  # [paper] HICRA; "grpo" / "entropy_reg" are the baselines
   c.seed = 0  # [ours]
   c.num_steps = 500  # [ours] the paper gives no step count
   c.workdir = workdir  # [ours]
-  c.model.path = model  # [paper] the model; a local HF directory (set it)
+  c.model.path = model  # [paper] the model: its Hub id (fetched once, then cached) or a folder
   c.model.dtype = "float32"  # [ours] float32 master weights
   c.model.compute_dtype = "bfloat16"  # [ours] bf16 activations and matmuls
   c.model.remat = "dots_no_batch"  # [ours] activation memory at 16K-32K tokens
@@ -49,11 +49,12 @@ def paper_config(*, model: str, workdir: str, template: str):
   c.loss.clip_low = 0.2  # [DAPO] clip-higher eps_low (the paper names clip-higher, no values)
   c.loss.clip_high = 0.28  # [DAPO] eps_high
   c.loss.aggregation = "token-mean"  # [DAPO] token-level loss
-  c.loss.estimator = "grpo"  # [paper] reward minus the group mean
-  c.loss.scale = "none"  # [paper] no division by the std
+  c.loss.estimator = "grpo"  # [paper] reward minus the group mean, over the group std
+  c.loss.scale = "group_std"  # [paper]/[DAPO] "group-normalized reward"; "none": mean only
   c.loss.entropy_coef = 0.001  # [ours] used by algorithm=entropy_reg only (paper: no value)
   c.loss.kl_coef = 0.0  # [DAPO] no KL term
-  c.loss.epochs = 1  # [DAPO] one update per batch (16 mini-batches in DAPO; ours: one step)
+  c.loss.epochs = 1  # [DAPO] one pass over each batch
+  c.loss.mini_batch_size = 512  # [DAPO] 32 prompts x 16 samples: 16 optimizer steps per batch
   c.loss.micro_batch_size = 16  # [ours] rows per micro-batch (memory)
   c.eval.every = 20  # [ours]
   c.eval.temperature = 0.6  # [paper] evaluation at temperature 0.6

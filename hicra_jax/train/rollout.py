@@ -61,8 +61,10 @@ class Sampled:
 
 def sample(policy, examples: Sequence[Mapping[str, Any]], params: SamplingParams,
            key: jax.Array, *, prompt_buckets: Sequence[int], segment_tokens: int,
-           tokenizer=None, interrupt: Callable[[], bool] | None = None) -> Sampled:
-  """`params.n` completions of each example's "prompt_ids".
+           rows_per_call: int | None = None, tokenizer=None,
+           interrupt: Callable[[], bool] | None = None) -> Sampled:
+  """`params.n` completions of each example's "prompt_ids", in generate calls of at most
+  `rows_per_call` rows (None: sized from device memory).
 
   Raises:
     GenerationInterrupted: `interrupt()` returned True between two decode
@@ -70,7 +72,8 @@ def sample(policy, examples: Sequence[Mapping[str, Any]], params: SamplingParams
   """
   prompts = [list(e["prompt_ids"]) for e in examples]
   rollout = generate(policy, prompts, params, key, prompt_buckets=tuple(prompt_buckets),
-                     interrupt=interrupt, segment_tokens=segment_tokens)
+                     interrupt=interrupt, segment_tokens=segment_tokens,
+                     rows_per_call=rows_per_call)
   completions = rollout.token_lists(include_stop=False)
   texts = None
   if tokenizer is not None:

@@ -76,11 +76,14 @@ class ModelSettings:
   """The `model` section (named so as not to clash with the architecture's ModelConfig)."""
 
   SECTION: ClassVar[str] = "model"
-  path: str = RANDOM_MODEL  # "smollm2" | "random" | a .gguf file | an HF model directory
-  tokenizer: str = ""  # "": the model's own (unused for "random")
+  path: str = RANDOM_MODEL  # "smollm2" | "random" | a .gguf file | an HF directory or Hub id
+  tokenizer: str = ""  # "": the model's own (unused for "random"); a path or Hub id otherwise
   dtype: str = "float32"  # params (master weights): "float32" | "bfloat16"
   compute_dtype: str = ""  # "": same as dtype
   remat: str = "none"  # per-layer rematerialization: "none" | "full" | "dots" | "dots_no_batch"
+  # Attention kernel of prefill and update: "auto" (cudnn on GPU, splash on TPU, xla
+  # elsewhere) | "xla" (dense) | "cudnn" | "splash" | "chunked" (memory linear in length).
+  attention: str = "auto"
   mesh: MeshConfig = section(MeshConfig)  # device mesh: all 1 = one device; -1 = the rest
   random: RandomModelConfig = section(RandomModelConfig)  # shape of the "random" model
 
@@ -88,11 +91,12 @@ class ModelSettings:
     check = FieldChecker(self)
     check.path("path", aliases=options.MODEL_ALIASES + (RANDOM_MODEL,),
                predicate=config_lib.is_model_path,
-               expected="a .gguf file or a Hugging Face model directory")
+               expected=config_lib.MODEL_PATH_EXPECTED)
     check.string("tokenizer", empty=True)
     check.choice("dtype", options.DTYPES)
     check.choice("compute_dtype", ("",) + options.DTYPES)
     check.choice("remat", options.REMATS)
+    check.choice("attention", options.ATTENTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +202,9 @@ class RolloutConfig:
   # Decode in segments of this many tokens and check for SIGTERM between them,
   # so a preemption does not wait for a whole long rollout (results unchanged).
   signal_check_tokens: int = 256
+  # Most rows per generate call (whole groups; each prompt is prefilled once):
+  # "auto" sizes the calls from free device memory and the model's KV cache.
+  rows_per_call: str = "auto"
 
   def __post_init__(self):
     check = FieldChecker(self)
@@ -212,11 +219,24 @@ class RolloutConfig:
     check.int_tuple("prompt_buckets", expected="a tuple of positive ints")
     check.choice("old_logprobs", options.OLD_LOGPROBS)
     check.integer("signal_check_tokens", minimum=1)
+    value = self.rows_per_call  # a string on the command line, an int in Python
+    if isinstance(value, str) and value.strip().isdigit():
+      value = int(value)
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
+                            or value < self.group_size):
+      raise check.error("rows_per_call", f"'auto' or an int >= rollout.group_size = "
+                        f"{self.group_size} (a call holds whole groups)")
+    object.__setattr__(self, "rows_per_call", str(value))  # one type, as in the ConfigDict
 
   @property
   def rows(self) -> int:
     """Rollout rows per step: prompts_per_step x group_size."""
     return self.prompts_per_step * self.group_size
+
+  @property
+  def max_rows_per_call(self) -> int | None:
+    """rows_per_call as an int, or None for "auto"."""
+    return None if self.rows_per_call == "auto" else int(self.rows_per_call)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,8 +294,11 @@ class LossConfig:
   entropy_coef: float = 0.001  # used by algorithm "entropy_reg" only
   kl_coef: float = 0.0  # > 0 loads a frozen reference copy of the initial policy
   kl_estimator: str = "k3"  # KL estimator of the reference term: "k1" | "k2" | "k3"
-  epochs: int = 1  # optimizer steps over each rollout batch
-  micro_batch_size: int = 32  # rows per micro-batch (divides prompts x group)
+  epochs: int = 1  # passes over each rollout batch
+  # Rows per optimizer step (DAPO mini-batches; divides prompts x group): the
+  # batch is shuffled and split, one optimizer step each. 0: the whole batch.
+  mini_batch_size: int = 0
+  micro_batch_size: int = 32  # rows per micro-batch (divides the mini-batch)
 
   def __post_init__(self):
     check = FieldChecker(self)
@@ -288,6 +311,7 @@ class LossConfig:
     check.number("kl_coef", minimum=0.0)
     check.choice("kl_estimator", options.KL_ESTIMATORS)
     check.integer("epochs", minimum=1)
+    check.integer("mini_batch_size", minimum=0)
     check.integer("micro_batch_size", minimum=1)
 
 
@@ -382,6 +406,8 @@ class RunConfig:
   workdir: str = "runs/train"  # checkpoints, metrics, samples and the exported policy
   resume: bool = False  # continue from the latest checkpoint in workdir
   export_policy: bool = True  # write workdir/policy (HF safetensors) at the end
+  dry_run: bool = False  # print the per-device memory plan and exit (0: it fits, 2: it does not)
+  device_memory_gb: float = 0.0  # memory per device for the plan (0: detected)
   model: ModelSettings = section(ModelSettings)  # the policy model and its device mesh
   data: DataConfig = section(DataConfig)  # prompts and reference answers
   reward: RewardConfig = section(RewardConfig)  # grading of completions
@@ -403,6 +429,8 @@ class RunConfig:
     check.string("workdir")
     check.boolean("resume")
     check.boolean("export_policy")
+    check.boolean("dry_run")
+    check.number("device_memory_gb", minimum=0.0)
     source, model = self.data.source, self.model.path
     if source != SYNTHETIC and model == RANDOM_MODEL:
       raise config_lib.field_error("model.path", model, f"a real model (with a tokenizer) for "
@@ -418,12 +446,25 @@ class RunConfig:
     if grams == "none" and self.algorithm == "hicra":
       raise config_lib.field_error("planning.grams", grams,
                                    "a Strategic Gram set for algorithm 'hicra'")
-    rows, micro = self.rollout.rows, self.loss.micro_batch_size
-    if rows % micro:
+    rows, mini, micro = self.rollout.rows, self.loss.mini_batch_size, self.loss.micro_batch_size
+    batch = (f"rollout.prompts_per_step x rollout.group_size = "
+             f"{self.rollout.prompts_per_step} x {self.rollout.group_size} = {rows}")
+    if mini and rows % mini:
+      raise config_lib.field_error("loss.mini_batch_size", mini, f"0 or a divisor of {batch}")
+    if (mini or rows) % micro:
       raise config_lib.field_error(
-          "loss.micro_batch_size", micro, f"a divisor of rollout.prompts_per_step x "
-          f"rollout.group_size = {self.rollout.prompts_per_step} x "
-          f"{self.rollout.group_size} = {rows}")
+          "loss.micro_batch_size", micro, f"a divisor of loss.mini_batch_size = {mini}" if mini
+          else f"a divisor of {batch}")
+
+  @property
+  def mini_batch_rows(self) -> int:
+    """Rows per optimizer step: loss.mini_batch_size, or the whole batch when 0."""
+    return self.loss.mini_batch_size or self.rollout.rows
+
+  @property
+  def optimizer_steps(self) -> int:
+    """Optimizer updates of the whole run: num_steps x epochs x mini-batches per batch."""
+    return self.num_steps * self.loss.epochs * (self.rollout.rows // self.mini_batch_rows)
 
   @property
   def entropy_coef(self) -> float:

@@ -49,12 +49,17 @@ class Batch:
 class UpdateConfig:
   """Static options of `update` (hashable).
 
-  micro_batches: K; N must be divisible by K (gradients of the K slices are
-  summed; the loss's denominator is the full batch's, so the result equals the
-  unsliced update). epochs: PPO epochs (optimizer updates) over the batch.
+  mini_batches: B optimizer steps per epoch ([DAPO]: 16 per batch); the N rows
+  are split into B mini-batches of N / B rows (shuffled with `update`'s key),
+  each one optimizer step whose loss denominator (token-mean: its completion
+  tokens) is the mini-batch's. micro_batches: M slices PER MINI-BATCH (a
+  trainer sets M = rows per mini-batch // rows per micro-batch); their
+  gradients are summed with the mini-batch's denominator, so the step equals
+  the unsliced one. N must be divisible by B x M (see `split_sizes`).
+  epochs: PPO epochs over the batch (epochs x B optimizer steps in all).
   old_logprobs: "policy" (default: the policy's own log-probs before the
-  update, taken from the first epoch's forward pass, which runs on the
-  unchanged params) or "sampler" (the rollout's log-probs).
+  update, all rows scored by the unchanged params before the first step) or
+  "sampler" (the rollout's log-probs).
   temperature: the sampler's temperature (log-probs of logits / temperature).
   """
 
@@ -67,6 +72,7 @@ class UpdateConfig:
   kl_estimator: str = "k3"
   norm_constant: float | None = None
   micro_batches: int = 1
+  mini_batches: int = 1
   epochs: int = 1
   old_logprobs: str = "policy"
   temperature: float = 1.0
@@ -75,9 +81,27 @@ class UpdateConfig:
     if self.old_logprobs not in OLD_LOGPROBS:
       raise ValueError(f"UpdateConfig.old_logprobs = {self.old_logprobs!r}: expected one of "
                        f"{list(OLD_LOGPROBS)}")
-    if self.micro_batches < 1 or self.epochs < 1:
-      raise ValueError("UpdateConfig.micro_batches and epochs must be >= 1, got "
-                       f"{self.micro_batches}, {self.epochs}")
+    for name in ("mini_batches", "micro_batches", "epochs"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"UpdateConfig.{name} = {value!r}: expected an integer >= 1")
+
+  def split_sizes(self, n: int) -> tuple[int, int]:
+    """(rows per mini-batch, rows per micro-batch) of an N-row batch.
+
+    Raises:
+      ValueError: N not divisible by mini_batches, or a mini-batch's rows not
+        divisible by micro_batches.
+    """
+    m, k = self.mini_batches, self.micro_batches
+    if n % m:
+      raise ValueError(f"a batch of {n} rows cannot be split into mini_batches={m} "
+                       f"mini-batches: expected N divisible by {m}")
+    if (n // m) % k:
+      raise ValueError(f"a mini-batch of {n // m} rows ({n} rows / mini_batches={m}) cannot be "
+                       f"split into micro_batches={k} micro-batches: expected N divisible by "
+                       f"mini_batches x micro_batches = {m * k}")
+    return n // m, n // (m * k)
 
 
 # ------------------------------------------------------------------ host side
@@ -112,7 +136,7 @@ def build_sequences(prompts: Sequence[Sequence[int]], completion_tokens: np.ndar
 
 
 def split_micro_batches(x, k: int):
-  """[N, ...] -> [K, N/K, ...], micro-batch j = rows j, j + K, j + 2K, ...
+  """[N, ...] -> [M, N/M, ...], micro-batch j = rows j, j + M, j + 2M, ...
 
   Strided, not contiguous: with rows sharded in contiguous blocks over the
   mesh's batch axes, every micro-batch keeps rows on every device, so the scan
@@ -122,7 +146,7 @@ def split_micro_batches(x, k: int):
 
 
 def merge_micro_batches(x):
-  """The inverse of `split_micro_batches`: [K, N/K, ...] -> [N, ...]."""
+  """The inverse of `split_micro_batches`: [M, N/M, ...] -> [N, ...]."""
   return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
@@ -139,16 +163,22 @@ def completion_logprobs(model, tokens_NxS, attention_NxS, num_completion: int,
                                     tokens_NxS[:, p:], temperature)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "num_completion", "micro_batches"))
-def policy_logprobs(graphdef, params, tokens_NxS, attention_NxS, temperature, *,
-                    num_completion: int, micro_batches: int = 1):
-  """Jitted `completion_logprobs` over K micro-batches (e.g. a frozen reference model)."""
-  model = nnx.merge(graphdef, params)
+def _logprobs_in_micro_batches(model, tokens_NxS, attention_NxS, num_completion: int,
+                               temperature, micro_batches: int):
+  """`completion_logprobs` over M strided micro-batches (forward only, one at a time)."""
   split = lambda x: split_micro_batches(x, micro_batches)
   lp, ent = jax.lax.map(
       lambda xs: completion_logprobs(model, xs[0], xs[1], num_completion, temperature),
       (split(tokens_NxS), split(attention_NxS)))
   return merge_micro_batches(lp), merge_micro_batches(ent)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "num_completion", "micro_batches"))
+def policy_logprobs(graphdef, params, tokens_NxS, attention_NxS, temperature, *,
+                    num_completion: int, micro_batches: int = 1):
+  """Jitted `completion_logprobs` over M micro-batches (e.g. a frozen reference model)."""
+  return _logprobs_in_micro_batches(nnx.merge(graphdef, params), tokens_NxS, attention_NxS,
+                                    num_completion, temperature, micro_batches)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "group_size", "estimator", "scale"))
@@ -169,115 +199,181 @@ def _global_norm(tree):
   return norm(tree) if norm is not None else optax.global_norm(tree)
 
 
-def _masked_mean(x, mask):
-  count = mask.sum(dtype=jnp.int32).astype(jnp.float32)
-  return jnp.where(count > 0, jnp.where(mask, x, 0.0).sum() / jnp.maximum(count, 1.0), 0.0)
+def _diagnostic_sums(logprobs_NxT, entropy_NxT, batch: Batch) -> dict[str, tuple]:
+  """{name: (numerator f32[], count f32[])} of `diagnostics`: sums add over row subsets."""
+  cm = batch.completion_mask
+  plan = cm & batch.planning_mask
+  execu = cm & ~batch.planning_mask
+  count = lambda mask: mask.sum(dtype=jnp.int32).astype(jnp.float32)
+  total = lambda x, mask: jnp.where(mask, x, 0.0).sum()
+  return {
+      "entropy": (total(entropy_NxT, cm), count(cm)),
+      "entropy_planning": (total(entropy_NxT, plan), count(plan)),
+      "entropy_execution": (total(entropy_NxT, execu), count(execu)),
+      "log_ppl_planning": (total(-logprobs_NxT, plan), count(plan)),
+      "log_ppl_execution": (total(-logprobs_NxT, execu), count(execu)),
+      "planning_token_ratio": (count(plan), count(cm)),
+      "advantage_planning": (total(batch.advantages, plan), count(plan)),
+      "advantage_execution": (total(batch.advantages, execu), count(execu)),
+  }
+
+
+def _finish_diagnostics(sums) -> dict[str, jax.Array]:
+  return {key: jnp.where(den > 0, num / jnp.maximum(den, 1.0), 0.0)
+          for key, (num, den) in sums.items()}
 
 
 def diagnostics(logprobs_NxT, entropy_NxT, batch: Batch) -> dict[str, jax.Array]:
   """Token entropy / log-perplexity / advantage on planning vs execution tokens."""
-  cm = batch.completion_mask
-  plan = cm & batch.planning_mask
-  execu = cm & ~batch.planning_mask
-  n_tok = cm.sum(dtype=jnp.int32).astype(jnp.float32)
-  return {
-      "entropy": _masked_mean(entropy_NxT, cm),
-      "entropy_planning": _masked_mean(entropy_NxT, plan),
-      "entropy_execution": _masked_mean(entropy_NxT, execu),
-      "log_ppl_planning": _masked_mean(-logprobs_NxT, plan),
-      "log_ppl_execution": _masked_mean(-logprobs_NxT, execu),
-      "planning_token_ratio": jnp.where(
-          n_tok > 0, plan.sum(dtype=jnp.int32).astype(jnp.float32) / jnp.maximum(n_tok, 1.0), 0.0),
-      "advantage_planning": _masked_mean(batch.advantages, plan),
-      "advantage_execution": _masked_mean(batch.advantages, execu),
-  }
+  return _finish_diagnostics(_diagnostic_sums(logprobs_NxT, entropy_NxT, batch))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "cfg"), donate_argnums=(0,))
-def update(state: TrainState, batch: Batch, *, graphdef, optimizer: optax.GradientTransformation,
+def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None, *, graphdef,
+           optimizer: optax.GradientTransformation,
            cfg: UpdateConfig) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One RL update: `cfg.epochs` optimizer steps over the batch, micro-batched.
+  """One RL update: `cfg.epochs` x `cfg.mini_batches` optimizer steps, each micro-batched.
 
-  The NaN/inf guard: an optimizer step whose loss or gradient norm is not
-  finite leaves params and optimizer state unchanged and counts a skip
-  (`state.consecutive_skips` resets on the next finite step).
+  Per epoch e the N rows are permuted with fold_in(shuffle_key, e) (no
+  shuffle without a key, or with one mini-batch, where the order of rows
+  cannot change the step) and split into B mini-batches of N / B rows:
+  mini-batch j holds permuted rows j, j + B, j + 2B, ... (strided, like
+  `split_micro_batches`, so rows sharded over devices stay spread without a
+  key). Each mini-batch is one optimizer step on its own token-mean loss,
+  accumulated over its M micro-batches. Mini-batches are sets of rows and may
+  split a prompt's group: advantages are already per row, so nothing in a
+  step needs the whole group.
+
+  Old log-probs are fixed before the first step: "sampler" uses the batch's;
+  "policy" scores every row with the unchanged params (with B = 1 the first
+  step's own forward pass does it; with B > 1 a forward-only pass over the
+  batch in B x M micro-batches precedes the steps), so the importance ratio
+  is 1 in the first step only and clip-higher acts from the second.
+
+  The NaN/inf guard acts per optimizer step: a step whose loss or gradient
+  norm is not finite leaves params and optimizer state unchanged and counts a
+  skip (`state.consecutive_skips` resets on the next finite step).
+
+  One jitted program: a scan over epochs of a scan over mini-batches of a
+  scan over micro-batches (compile time does not grow with epochs x B).
 
   Args:
     state: donated; the returned state replaces it.
-    batch: `Batch` with N rows (N divisible by cfg.micro_batches).
+    batch: `Batch` with N rows, N divisible by cfg.mini_batches x cfg.micro_batches.
+    shuffle_key: a PRNG key (typed or raw u32[2]) shuffling rows into
+      mini-batches each epoch, or None (no shuffle).
     graphdef: the policy's static graph (`create_train_state`).
     optimizer, cfg: static.
 
   Returns:
-    (new state with step + 1, metrics: scalars f32[]).
+    (new state with step + 1, metrics: scalars f32[]): "loss", "grad_norm",
+    "update_finite" (fraction of finite steps) and "kl_ref" (with a KL term)
+    are means over the optimizer steps; "clip_frac_low", "clip_frac_high",
+    "clip_frac", "approx_kl", "ratio_mean" are token means over all steps;
+    the `diagnostics` come from the policy before the update ("policy", or
+    B = 1), else from each row's forward pass in the first epoch.
+
+  Raises:
+    ValueError: N not divisible by mini_batches x micro_batches.
   """
   n, t = batch.completion_mask.shape
-  k = cfg.micro_batches
-  if n % k:
-    raise ValueError(f"batch of {n} rows cannot be split into {k} micro-batches")
-  denominator = rl.loss_denominator(batch.completion_mask, cfg.aggregation)
-  split = lambda x: split_micro_batches(x, k)
-  merge = merge_micro_batches
-  mbs = jax.tree_util.tree_map(split, batch)
+  m, k = cfg.mini_batches, cfg.micro_batches
+  cfg.split_sizes(n)
   use_entropy = cfg.entropy_coef != 0.0
   use_kl = cfg.kl_coef != 0.0
+  shuffle = shuffle_key is not None and m > 1
+  # With one mini-batch the first step runs on the unchanged params for every
+  # row: its forward pass gives the old log-probs (ratio exactly 1) for free.
+  old_from_first_step = cfg.old_logprobs == "policy" and m == 1
+  pre_pass = cfg.old_logprobs == "policy" and m > 1
+  diag = None
+  if cfg.old_logprobs == "sampler":
+    if batch.sampler_logprobs is None:
+      raise ValueError("UpdateConfig.old_logprobs='sampler' needs batch.sampler_logprobs "
+                       "f32[N, T], got None")
+    old_NxT = batch.sampler_logprobs
+  elif pre_pass:
+    lp, ent = _logprobs_in_micro_batches(nnx.merge(graphdef, state.params), batch.tokens,
+                                         batch.attention, t, cfg.temperature, m * k)
+    old_NxT = jax.lax.stop_gradient(lp)
+    diag = diagnostics(lp, ent, batch)
+  else:  # filled by the first step
+    old_NxT = jnp.zeros((n, t), jnp.float32)
 
-  def loss_fn(params, mb: Batch, old_lp):
+  def loss_fn(params, mb: Batch, old_lp, denominator, first):
     model = nnx.merge(graphdef, params)
     lp, ent = completion_logprobs(model, mb.tokens, mb.attention, t, cfg.temperature)
-    old = jax.lax.stop_gradient(lp) if old_lp is None else old_lp
-    loss, m = rl.policy_loss(
-        lp, old, mb.advantages, mb.completion_mask, clip_low=cfg.clip_low,
+    if old_from_first_step:
+      old_lp = jnp.where(first, jax.lax.stop_gradient(lp), old_lp)
+    loss, metrics = rl.policy_loss(
+        lp, old_lp, mb.advantages, mb.completion_mask, clip_low=cfg.clip_low,
         clip_high=cfg.clip_high, aggregation=cfg.aggregation, dual_clip=cfg.dual_clip,
         norm_constant=cfg.norm_constant, denominator=denominator,
         ref_logprobs=mb.ref_logprobs if use_kl else None, kl_coef=cfg.kl_coef,
         kl_estimator=cfg.kl_estimator, entropy=ent if use_entropy else None,
         entropy_coef=cfg.entropy_coef)
-    return loss, (m, lp, ent)
+    return loss, (metrics, lp, ent)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  params, opt_state = state.params, state.opt_state
-  skips, total_skips = state.consecutive_skips, state.total_skips
-  old_all = split(batch.sampler_logprobs) if cfg.old_logprobs == "sampler" else None
-  epoch_metrics = []
-  diag = {}
-  for epoch in range(cfg.epochs):
-    def body(acc, xs, params=params):
-      mb, old_mb = xs
-      (_, (m, lp, ent)), g = grad_fn(params, mb, old_mb)
-      return jax.tree_util.tree_map(jnp.add, acc, g), (m, lp, ent)
+  token_keys = ("clip_frac_low", "clip_frac_high", "approx_kl", "ratio_mean")
+
+  def optimizer_step(carry, rows, first):
+    """One mini-batch (N / B rows): M accumulated micro-batches, then the guarded step."""
+    params, opt_state, skips, total_skips = carry
+    mb, old_mb = rows
+    # The mini-batch's own denominator: its M slices' local ones add up to it.
+    denominator = rl.loss_denominator(mb.completion_mask, cfg.aggregation)
+
+    def micro_step(acc, xs):
+      micro, old_micro = xs
+      (_, (ms, lp, ent)), g = grad_fn(params, micro, old_micro, denominator, first)
+      out = (ms, _diagnostic_sums(lp, ent, micro), lp if old_from_first_step else None)
+      return jax.tree_util.tree_map(jnp.add, acc, g), out
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    grads, (ms, lps, ents) = jax.lax.scan(body, zeros, (mbs, old_all))
-    if epoch == 0:
-      # The first epoch's forward pass runs on the pre-update params: these
-      # are the policy's old log-probs and the step's diagnostics.
-      diag = diagnostics(merge(lps), merge(ents), batch)
-      if old_all is None:
-        old_all = jax.lax.stop_gradient(lps)
-    # Local denominators of disjoint row sets add up to the full batch's.
+    micro_xs = jax.tree_util.tree_map(lambda x: split_micro_batches(x, k), (mb, old_mb))
+    grads, (ms, dsums, lps) = jax.lax.scan(micro_step, zeros, micro_xs)
     loss = rl.combine_accumulated(ms["loss_numerator"], ms["loss_denominator"])
-    weights = ms["num_tokens"] / jnp.maximum(ms["num_tokens"].sum(), 1.0)
-    tok_mean = lambda key: (ms[key] * weights).sum()
     grad_norm = _global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = optimizer.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     keep = lambda new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(finite, a, b), new, old)
-    params, opt_state = keep(new_params, params), keep(new_opt_state, opt_state)
-    skips = jnp.where(finite, 0, skips + 1)
-    total_skips = total_skips + jnp.where(finite, 0, 1)
-    em = {"loss": loss, "grad_norm": grad_norm, "update_finite": finite.astype(jnp.float32)}
-    for key in ("clip_frac_low", "clip_frac_high", "approx_kl", "ratio_mean"):
-      em[key] = tok_mean(key)
+    carry = (keep(new_params, params), keep(new_opt_state, opt_state),
+             jnp.where(finite, 0, skips + 1), total_skips + jnp.where(finite, 0, 1))
+    sm = {"loss": loss, "grad_norm": grad_norm, "update_finite": finite.astype(jnp.float32),
+          "num_tokens": ms["num_tokens"].sum()}
+    for key in token_keys:  # token sums; divided by all steps' tokens at the end
+      sm[key] = (ms[key] * ms["num_tokens"]).sum()
     if use_kl:  # KL(pi || pi_ref), aggregated like the loss
-      em["kl_ref"] = rl.combine_accumulated(ms["kl"] * ms["loss_denominator"],
+      sm["kl_ref"] = rl.combine_accumulated(ms["kl"] * ms["loss_denominator"],
                                             ms["loss_denominator"])
-    epoch_metrics.append(em)
+    dsums = jax.tree_util.tree_map(lambda x: x.sum(), dsums)
+    return carry, (sm, dsums, None if lps is None else merge_micro_batches(lps))
 
-  metrics = {key: jnp.mean(jnp.stack([em[key] for em in epoch_metrics]))
-             for key in epoch_metrics[0]}
+  def epoch(carry, e):
+    *step_carry, old = carry
+    rows = (batch, old)
+    if shuffle:
+      perm_N = jax.random.permutation(jax.random.fold_in(shuffle_key, e), n)
+      rows = jax.tree_util.tree_map(lambda x: x[perm_N], rows)
+    rows = jax.tree_util.tree_map(lambda x: split_micro_batches(x, m), rows)
+    step_carry, (sm, dsums, lps) = jax.lax.scan(
+        lambda c, r: optimizer_step(c, r, e == 0), tuple(step_carry), rows)
+    if old_from_first_step:  # B == 1: rows in batch order, lps is [1, N, T]
+      old = jnp.where(e == 0, jax.lax.stop_gradient(lps[0]), old)
+    return (*step_carry, old), (sm, dsums)
+
+  init = (state.params, state.opt_state, state.consecutive_skips, state.total_skips, old_NxT)
+  (params, opt_state, skips, total_skips, _), (sm, dsums) = jax.lax.scan(
+      epoch, init, jnp.arange(cfg.epochs))
+  # sm: {key: f32[epochs, mini_batches]}; dsums: {key: (numerators, counts)} of that shape.
+  tokens = jnp.maximum(sm.pop("num_tokens").sum(), 1.0)
+  metrics = {key: (sm[key].sum() / tokens if key in token_keys else sm[key].mean())
+             for key in sm}
+  if diag is None:  # every row's forward pass in the first epoch (pre-update when B == 1)
+    diag = _finish_diagnostics(jax.tree_util.tree_map(lambda x: x[0].sum(), dsums))
   metrics.update(diag)
   metrics["clip_frac"] = metrics["clip_frac_low"] + metrics["clip_frac_high"]
   new_state = TrainState(params=params, opt_state=opt_state, step=state.step + 1,
