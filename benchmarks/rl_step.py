@@ -45,6 +45,10 @@ def main():
   ap.add_argument("--stop_every", type=int, default=300)
   ap.add_argument("--steps", type=int, default=3, help="steps run (the first compiles)")
   ap.add_argument("--matmul", type=int, default=None)
+  ap.add_argument("--attention", default="auto", help="model.attention: auto | xla | cudnn | "
+                  "splash | chunked")
+  ap.add_argument("--new_tokens", type=int, default=None,
+                  help="new tokens per completion (overrides the preset's; up to 32768)")
   args = ap.parse_args()
   # pylint: disable=import-outside-toplevel
   from hicra_jax.commands import train as train_cmd
@@ -56,7 +60,9 @@ def main():
   from hicra_jax.models import Decoder
   from hicra_jax.train.loop import Components, Trainer
   # pylint: enable=import-outside-toplevel
-  p = PRESETS[args.preset]
+  p = dict(PRESETS[args.preset])
+  if args.new_tokens:
+    p["new"] = args.new_tokens
   mp = MODEL_PRESETS[args.preset]
   mcfg = mp["config"]
   c = train_cmd.get_config()
@@ -74,8 +80,7 @@ def main():
   c.checkpoint.async_save = True
   c.export_policy = False
   model = Decoder(mcfg, rngs=nnx.Rngs(0), param_dtype=p["dtype"], compute_dtype=p["compute"],
-                  remat=p["remat"],
-                  attention_impl="cudnn" if jax.default_backend() == "gpu" else "xla")
+                  remat=p["remat"], attention_impl=args.attention)
   tok = load_tokenizer(qwen3_tokenizer_dir())
   trie = SGTrie.build(load_strategic_grams("paper"), tok)
   rng = np.random.default_rng(0)

@@ -8,11 +8,16 @@ Forward + backward of the mean token log-likelihood (the chunked
 
 Prints achieved FLOP/s and its ratio to the FLOP/s of an N^3 bf16 matmul measured
 in the same run (target >= 45% on an H100 with the default `qwen2.5-1.5b` shape).
-With --check_attention (GPU) it also compares the cuDNN attention path against the
-XLA path, with padding, at float32 "highest" matmul precision.
+--attention picks the implementation (models/attention.py; default "auto": cudnn
+on GPU, splash on TPU, xla elsewhere); --seq and --batch override the preset's
+shape (long sequences, up to 32768: "chunked", "cudnn" or "splash", whose memory
+is linear in T; "xla" holds [B, Q, T, T] scores). With --check_attention it also
+compares the chosen implementation against the dense XLA path on a left/right-padded
+batch at float32 "highest" matmul precision (bf16 for cudnn, which needs it).
 
   python benchmarks/train_step_flops.py                      # GPU: Qwen2.5-1.5B, 16 x 2048
   python benchmarks/train_step_flops.py --preset cpu-small   # CPU smoke figure
+  python benchmarks/train_step_flops.py --attention chunked --batch 1 --seq 32768
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hicra_jax.models import Decoder, ModelConfig, model_token_logprobs_and_entropy
+from hicra_jax.models.attention import ATTENTION_IMPLS
 
 PRESETS = {
     # Qwen2.5-1.5B: tied embeddings, q/k/v bias, GQA 12:2, head_dim 128.
@@ -80,14 +86,20 @@ def train_step_flops_per_s(config, batch, seq, *, attention_impl, remat, chunk, 
   return step_flops(config, batch, seq) / seconds, seconds
 
 
-def check_attention(config: ModelConfig) -> float:
-  """Max |logit diff| of cuDNN vs XLA attention on a left/right-padded batch (bf16)."""
+def check_attention(config: ModelConfig, attention: str) -> tuple[float, float]:
+  """Max |logit diff| on real tokens of `attention` vs dense XLA, left/right-padded batch.
+
+  float32 weights at "highest" matmul precision; bfloat16 for cudnn (its kernel takes no
+  float32). -> (max |diff|, max |logit|).
+  """
   from hicra_jax.models.weights import build_model, flat_params
+  cudnn = attention in ("cudnn", "auto") and jax.default_backend() == "gpu"
+  dtype = "bfloat16" if cudnn else "float32"
   small = ModelConfig(**{**config.__dict__, "num_layers": 2})
-  base = Decoder(small, rngs=nnx.Rngs(0), param_dtype="bfloat16")
+  base = Decoder(small, rngs=nnx.Rngs(0), param_dtype=dtype)
   params = flat_params(base)
-  xla = build_model(small, params, param_dtype="bfloat16", attention_impl="xla")
-  cudnn = build_model(small, params, param_dtype="bfloat16", attention_impl="cudnn")
+  xla = build_model(small, params, param_dtype=dtype, attention_impl="xla")
+  other = build_model(small, params, param_dtype=dtype, attention_impl=attention)
   tokens = jax.random.randint(jax.random.key(3), (4, 256), 0, small.vocab_size)
   starts = jnp.array([0, 17, 100, 0])[:, None]
   ends = jnp.array([256, 256, 256, 200])[:, None]
@@ -95,7 +107,7 @@ def check_attention(config: ModelConfig) -> float:
   mask = (pos >= starts) & (pos < ends)
   with jax.default_matmul_precision("highest"):
     a = jax.jit(lambda t, m: xla(t, m))(tokens, mask)
-    b = jax.jit(lambda t, m: cudnn(t, m))(tokens, mask)
+    b = jax.jit(lambda t, m: other(t, m))(tokens, mask)
   diff = jnp.where(mask[..., None], jnp.abs(a - b), 0).max()
   return float(diff), float(jnp.abs(a).max())
 
@@ -103,8 +115,10 @@ def check_attention(config: ModelConfig) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="qwen2.5-1.5b")
-  parser.add_argument("--attention", choices=["xla", "cudnn"], default=None,
-                      help="default: cudnn on GPU, xla elsewhere")
+  parser.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto",
+                      help="auto: cudnn on GPU (bf16), splash on TPU, xla elsewhere")
+  parser.add_argument("--seq", type=int, default=None, help="tokens per row (preset's if unset)")
+  parser.add_argument("--batch", type=int, default=None, help="rows (preset's if unset)")
   parser.add_argument("--remat", default="dots_no_batch")
   parser.add_argument("--chunk", type=int, default=1024, help="logprob chunk size")
   parser.add_argument("--iters", type=int, default=5)
@@ -113,11 +127,12 @@ def main():
   args = parser.parse_args()
 
   preset = PRESETS[args.preset]
-  config, batch, seq = preset["config"], preset["batch"], preset["seq"]
-  on_gpu = jax.default_backend() == "gpu"
-  attention = args.attention or ("cudnn" if on_gpu else "xla")
+  config = preset["config"]
+  batch, seq = args.batch or preset["batch"], args.seq or preset["seq"]
+  attention = args.attention
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-  print(f"shape: {args.preset}, P = {config.num_params / 1e9:.3f} B params, {batch} x {seq} tokens, "
+  print(f"shape: {args.preset}, P = {config.num_params / 1e9:.3f} B params, "
+        f"{batch} x {seq} tokens, "
         f"attention={attention}, remat={args.remat}, chunk={args.chunk}")
   peak = matmul_flops_per_s(preset["matmul"], args.iters)
   print(f"bf16 matmul {preset['matmul']}^3: {peak / 1e12:.2f} TFLOP/s")
@@ -129,11 +144,12 @@ def main():
   print(f"ratio to matmul: {ratio:.1%} (target {args.target:.0%}: "
         f"{'MET' if ratio >= args.target else 'NOT MET'}; {ratio / args.target:.2f}x of target)")
   if args.check_attention:
-    if not on_gpu:
-      print("check_attention: needs a GPU (cuDNN); not run")
+    needs = {"cudnn": "gpu", "splash": "tpu"}.get(attention)
+    if needs is not None and jax.default_backend() != needs:
+      print(f"check_attention: {attention} needs a {needs.upper()}; not run")
     else:
-      diff, scale = check_attention(config)
-      print(f"cuDNN vs XLA attention, padded batch: max |logit diff| {diff:.4g} "
+      diff, scale = check_attention(config, attention)
+      print(f"{attention} vs xla attention, padded batch: max |logit diff| {diff:.4g} "
             f"(max |logit| {scale:.3g})")
 
 

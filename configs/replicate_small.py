@@ -26,6 +26,7 @@ def get_config():
   c.num_steps = 1000  # [ours] an upper bound: replicate_small.py stops at its time budget
   c.export_policy = False  # [ours] the metrics are the product, not the weights
   c.model.remat = "none"  # [ours] 384-token sequences need no rematerialization
+  c.model.mesh.fsdp = c.model.mesh.tensor = 1  # [ours] one device
   c.data.path = os.path.normpath(DATA)
   c.data.question_field = "question"
   c.data.answer_field = "answer"

@@ -301,7 +301,7 @@ def test_eval_command_config_validation(tmp_path):
   assert default.instruction is None  # the default step-by-step / \boxed{} instruction
   (tmp_path / "ckpt").mkdir()
   cases = [
-      ({"model": str(tmp_path / "ckpt")}, "or of a training workdir"),
+      ({"model": str(tmp_path / "ckpt")}, "Hub model id .* or a training workdir"),
       ({"step": -2}, "'step'"),
       ({"benchmarks": ("amc23",)}, "benchmarks[0]"),
       ({"benchmarks": ("gsm8k", "gsm8k=hf:x/y")}, "distinct"),

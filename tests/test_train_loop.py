@@ -385,3 +385,13 @@ def test_mini_batches_and_rollout_calls_through_the_trainer(tmp_path):
   # The same rollout: 64 rows in calls of 3 groups (24 rows) equal one call of 64.
   for key in ("reward_mean", "response_length_mean", "example_ids"):
     assert m_whole[key] == m_split[key], key
+
+
+def test_the_attention_kernel_of_the_config_reaches_the_policy(tmp_path):
+  trainer, _ = _trainer(tmp_path, num_steps=1, model__attention="chunked")
+  try:
+    assert trainer.c.model.attention_impl == "chunked"
+    m = trainer.train_step()
+  finally:
+    trainer.close()
+  assert np.isfinite(m["loss"]) and m["update_finite"] == 1.0

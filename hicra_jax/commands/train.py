@@ -10,6 +10,7 @@ tensorboard/ event files and, at the end, policy/ (a Hugging Face directory).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from hicra_jax import config as config_lib
@@ -36,9 +37,28 @@ def run(config: RunConfig) -> int:
   # pylint: disable=import-outside-toplevel
   from hicra_jax import sharding
   from hicra_jax.models import save_pretrained
+  from hicra_jax.train import memory_plan
   from hicra_jax.train.build import build_components, make_mesh
   from hicra_jax.train.loop import NonFiniteError, Trainer
   # pylint: enable=import-outside-toplevel
+  plan = memory_plan.plan_on_this_machine(config)  # config.json only: no weights yet
+  advice = plan.advice()
+  if config.dry_run:
+    print(plan.report(), flush=True)
+    if not plan.fits:
+      print("to fit, change in this order:\n" + "\n".join(f"  {line}" for _, line in advice)
+            if advice else "no change of the config that the plan knows makes it fit", flush=True)
+    return 0 if plan.fits else 2
+  if not plan.fits:  # before loading any weights
+    field = advice[0][0] if advice else "model.mesh.fsdp"
+    raise config_lib.ConfigError(
+        f"the run needs {plan.total / memory_plan.GIB:.2f} GiB per device, more than the "
+        f"{plan.device_bytes / memory_plan.GIB:.2f} GiB it has: change {field} first ("
+        + "; ".join(line for _, line in advice) + "); `--config.dry_run=True` prints the plan",
+        field=field)
+  logging.getLogger("hicra_jax.train").info(
+      "memory plan: %.2f GiB per device%s", plan.total / memory_plan.GIB,
+      "" if plan.device_bytes is None else f" of {plan.device_bytes / memory_plan.GIB:.2f} GiB")
   mesh = make_mesh(config.model.mesh)
   if mesh is not None:  # each generate() call splits its prompts over the batch shards
     shards = sharding.batch_shards(mesh)

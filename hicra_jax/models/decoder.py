@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hicra_jax import options
+from hicra_jax.models import attention as A
 from hicra_jax.models import layers as L
 from hicra_jax.models import partition, schema
 from hicra_jax.models.config import ModelConfig
@@ -90,8 +91,10 @@ class Decoder(nnx.Module):
   """Causal LM. `model(tokens, attention_mask)` -> logits f32[N, T, V].
 
   Static options: `compute_dtype` (activations and matmul inputs; params keep
-  their own dtype and are cast on use), `attention_impl` ("xla" portable,
-  "cudnn" flash on GPU), `remat` (one of REMAT_POLICIES, applied per layer),
+  their own dtype and are cast on use), `attention_impl` (one of
+  attention.ATTENTION_IMPLS: "auto" | "xla" | "cudnn" | "splash" | "chunked"; what
+  each does with and without a cache: models/attention.py), `remat` (one of
+  REMAT_POLICIES, applied per layer),
   `mesh` (optional jax Mesh: activations keep their rows split over the batch
   axes, models/partition.py; `hicra_jax.sharding.make_mesh` builds one).
   """
@@ -102,7 +105,7 @@ class Decoder(nnx.Module):
     param_dtype = resolve_dtype(param_dtype)
     self.config = config
     self.compute_dtype = resolve_dtype(compute_dtype or param_dtype)
-    L.get_attention_fn(attention_impl)  # validate early
+    A.get_attention_fn(attention_impl)  # validate early
     if remat not in REMAT_POLICIES:
       raise ValueError(f"remat {remat!r} is not supported; expected one of {sorted(REMAT_POLICIES)}")
     self.attention_impl = attention_impl
@@ -147,19 +150,19 @@ class Decoder(nnx.Module):
     mask_NxT = attention_mask.astype(bool)
     if cache is None:
       positions_NxT = L.positions_from_mask(mask_NxT)
-      # No padding: plain causal attention, which fused kernels do without a dense mask.
-      mask_NxTxS = None if unpadded else L.attention_mask(jnp.arange(t), mask_NxT)
+      # Described, not materialized: memory-efficient kernels never build [N, T, S].
+      mask = A.AttentionMask.causal(t, None if unpadded else mask_NxT)
     else:
       positions_NxT = L.positions_from_mask(mask_NxT, cache.next_position)
       slots_T = cache.index + jnp.arange(t)
       valid_NxS = jax.lax.dynamic_update_slice(cache.valid, mask_NxT, (0, cache.index))
-      mask_NxTxS = L.attention_mask(slots_T, valid_NxS)
+      mask = A.AttentionMask.cached(slots_T, valid_NxS)
 
     x_NxTxD = jnp.take(self.embed[...], tokens_NxT, axis=0).astype(self.compute_dtype)
     x_NxTxD = self._constrain_rows(x_NxTxD)
     layer_params = {name: var[...] for name, var in vars(self.layers).items()
                     if isinstance(var, nnx.Variable)}
-    layer = self._layer_fn(positions_NxT, mask_NxTxS, cache)
+    layer = self._layer_fn(positions_NxT, mask, cache)
     if self.remat != "none":
       layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     if cache is None:
@@ -192,11 +195,11 @@ class Decoder(nnx.Module):
       return x_NxTxD
     return jax.lax.with_sharding_constraint(x_NxTxD, partition.batch_sharding(self.mesh, 3))
 
-  def _layer_fn(self, positions_NxT, mask_NxTxS, cache):
+  def _layer_fn(self, positions_NxT, mask: A.AttentionMask, cache):
     cfg = self.config
     dtype = self.compute_dtype
     inv_freq = L.rope_inv_freq(cfg)
-    attend = L.get_attention_fn(self.attention_impl)
+    attend = A.get_attention_fn(self.attention_impl)
     scale = cfg.head_dim ** -0.5
     r = cfg.num_heads // cfg.num_kv_heads  # query heads per key/value head
     eps = cfg.rms_norm_eps
@@ -233,7 +236,7 @@ class Decoder(nnx.Module):
         v_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_v, li, keepdims=False).astype(dtype)
         kv = (cache_k, cache_v, li + 1)
       q_NxTxKxRxH = q_NxTxQxH.reshape(n, t, cfg.num_kv_heads, r, cfg.head_dim)
-      out_NxTxQxH = attend(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale).reshape(
+      out_NxTxQxH = attend(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale).reshape(
           n, t, cfg.num_heads, cfg.head_dim)
       x_NxTxD = x_NxTxD + jnp.einsum("ntqh,qhd->ntd", out_NxTxQxH, p["wo"])
       x_NxTxD = self._constrain_rows(x_NxTxD)

@@ -1,4 +1,4 @@
-"""Pure building blocks of the decoder: RMSNorm, RoPE, attention, masks.
+"""Pure building blocks of the decoder: RMSNorm, RoPE, positions (attention: attention.py).
 
 Shape letters (the legend in hicra_jax/__init__.py): N rows, T query positions,
 S key slots, D model width, Q query heads, K key/value heads, R query heads
@@ -8,14 +8,11 @@ per key/value head, H head dimension.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from hicra_jax.models.config import ModelConfig
-
-ATTENTION_IMPLS = ("xla", "cudnn")
 
 
 def rms_norm(x, weight, eps: float):
@@ -67,51 +64,3 @@ def positions_from_mask(mask_NxT, offset_N=None):
   if offset_N is not None:
     pos = pos + offset_N[:, None]
   return jnp.maximum(pos, 0)
-
-
-def attention_mask(query_slots_T, key_valid_NxS):
-  """bool[N, T, S]: causal over slots and key padding; a query always sees its own slot.
-
-  Letting every query see itself means no row is fully masked, so padded
-  positions produce finite (ignored) values and no NaN can leak into gradients.
-  """
-  key_slots = jnp.arange(key_valid_NxS.shape[1])
-  causal = key_slots[None, :] <= query_slots_T[:, None]  # [T, S]
-  self_slot = key_slots[None, :] == query_slots_T[:, None]
-  return (causal[None] & key_valid_NxS[:, None, :]) | self_slot[None]
-
-
-def xla_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
-  """Portable grouped-query attention; softmax in float32. -> [N, T, K, R, H].
-
-  mask_NxTxS None means plain causal attention over unpadded rows (T == S).
-  """
-  logits = jnp.einsum("ntkrh,nskh->nkrts", q_NxTxKxRxH, k_NxSxKxH,
-                      preferred_element_type=jnp.float32) * scale
-  if mask_NxTxS is None:
-    t, s = logits.shape[-2:]
-    mask_NxTxS = jnp.tril(jnp.ones((t, s), bool))[None]
-  logits = jnp.where(mask_NxTxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v_NxSxKxH.dtype)
-  return jnp.einsum("nkrts,nskh->ntkrh", probs, v_NxSxKxH)
-
-
-def cudnn_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask_NxTxS, scale: float):
-  """cuDNN flash attention via jax.nn.dot_product_attention (GPU, bf16/fp16). -> [N, T, K, R, H].
-
-  mask_NxTxS None selects cuDNN's built-in causal mask (no dense mask tensor).
-  """
-  n, t, k, r, h = q_NxTxKxRxH.shape
-  q_NxTxQxH = q_NxTxKxRxH.reshape(n, t, k * r, h)
-  mask = None if mask_NxTxS is None else mask_NxTxS[:, None]
-  out = jax.nn.dot_product_attention(q_NxTxQxH, k_NxSxKxH, v_NxSxKxH, mask=mask, scale=scale,
-                                     is_causal=mask is None, implementation="cudnn")
-  return out.reshape(n, t, k, r, h)
-
-
-def get_attention_fn(name: str) -> Callable:
-  if name == "xla":
-    return xla_attention
-  if name == "cudnn":
-    return cudnn_attention
-  raise ValueError(f"attention_impl {name!r} is not supported; expected one of {ATTENTION_IMPLS}")

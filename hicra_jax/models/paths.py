@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import os
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError)
+
 from hicra_jax import config as config_lib
 from hicra_jax.assets import smollm2_gguf_path
 
@@ -66,11 +70,6 @@ def resolve_model(model: str | os.PathLike, *, files: tuple[str, ...] = MODEL_FI
 def _hub_snapshot(model: str, repo_id: str, revision: str | None, *,
                   files: tuple[str, ...]) -> str:
   """The snapshot folder of `repo_id`@`revision`, downloaded (`files` only) unless cached."""
-  # pylint: disable=import-outside-toplevel
-  from huggingface_hub import snapshot_download
-  from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
-                                      RevisionNotFoundError)
-  # pylint: enable=import-outside-toplevel
   cache = config_lib.hub_cache_dir()
   offline = config_lib.hub_offline()
   where = (f"model {model!r}: no local path of that name, and the Hugging Face Hub model "

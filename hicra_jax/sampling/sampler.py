@@ -31,6 +31,7 @@ from hicra_jax.models.decoder import Decoder, KVCache
 from hicra_jax.sampling.params import (FINISH_LENGTH, FINISH_STOP, Rollout, SamplingParams,
                                        prompts_as_lists)
 
+KV_FRACTION = 0.75  # share of free device memory that "auto"-sized calls give the KV cache
 DEFAULT_PROMPT_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 _TRACES = {"generate": 0, "decode": 0}
 
@@ -222,23 +223,21 @@ def check_kv_memory(model: Decoder, rows: int, slots: int, *, shards: int = 1,
   return need
 
 
-def prompts_per_call(model: Decoder, prompts: int, n: int, slots: int, *, shards: int = 1,
-                     rows_per_call: int | None = None, limit_bytes: int | None = None,
-                     kv_fraction: float = 0.75) -> int:
-  """How many prompts (whole groups of n rows) one generate call takes.
+def prompts_per_call(prompts: int, n: int, row_kv_bytes: int, *, shards: int = 1,
+                     rows_per_call: int | None = None, free_bytes: int | None = None) -> int:
+  """How many prompts (whole groups of n rows) one generate call takes (pure).
 
+  row_kv_bytes: one row's KV cache (`kv_cache_bytes(model, 1, slots)`).
   rows_per_call: the most rows per call (at least one group); None sizes the
-  calls so their KV cache uses at most `kv_fraction` of the free device memory
+  calls so their KV cache uses at most KV_FRACTION of `free_bytes` per device
   (the rest is left to logits and activations); unknown free memory: one call.
   The result is a multiple of `shards` (each call splits its prompts over the
   mesh's batch shards) unless all prompts fit in one call.
   """
   if rows_per_call is None:
-    limit = free_device_bytes() if limit_bytes is None else limit_bytes
-    if limit is None:
+    if free_bytes is None:
       return prompts
-    per_row = kv_cache_bytes(model, 1, slots)
-    fit = int(limit * kv_fraction * shards // max(per_row, 1)) // n
+    fit = int(max(free_bytes, 0) * KV_FRACTION * shards // max(row_kv_bytes, 1)) // n
   else:
     fit = rows_per_call // n
   return min(prompts, max(shards, fit // shards * shards))
@@ -291,8 +290,9 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
     raise ValueError(f"rows_per_call must be None or an int >= n = {params.n} (a call holds "
                      f"whole groups), got {rows_per_call!r}")
   slots = length + params.max_new_tokens
-  per_call = prompts_per_call(model, len(prompts), params.n, slots, shards=shards,
-                              rows_per_call=rows_per_call, limit_bytes=memory_limit_bytes)
+  free = free_device_bytes() if memory_limit_bytes is None else memory_limit_bytes
+  per_call = prompts_per_call(len(prompts), params.n, kv_cache_bytes(model, 1, slots),
+                              shards=shards, rows_per_call=rows_per_call, free_bytes=free)
   check_kv_memory(model, per_call * params.n, slots, shards=shards,
                   limit_bytes=memory_limit_bytes)
   return Rollout.concatenate([

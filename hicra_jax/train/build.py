@@ -36,14 +36,16 @@ def load_model(m: ModelSettings, *, seed: int = 0, mesh=None):
   if m.path == RANDOM_MODEL:
     model_config = ModelConfig(**dataclasses.asdict(m.random))
     model = Decoder(model_config, rngs=nnx.Rngs(seed), param_dtype=m.dtype,
-                    compute_dtype=m.compute_dtype or None, remat=m.remat)
+                    compute_dtype=m.compute_dtype or None, remat=m.remat,
+                    attention_impl=m.attention)
     if mesh is not None:
       sharding.shard_model(model, mesh)
     return model, model_config, None
   path = resolve_model(m.path)
   # Decoder options and the mesh go to the loader: each param is built once, in place.
   model, model_config = load_pretrained(path, dtype=m.dtype, mesh=mesh,
-                                        compute_dtype=m.compute_dtype or None, remat=m.remat)
+                                        compute_dtype=m.compute_dtype or None, remat=m.remat,
+                                        attention_impl=m.attention)
   tokenizer = load_tokenizer(m.tokenizer or path)  # resolves aliases and Hub ids itself
   return model, model_config, tokenizer
 

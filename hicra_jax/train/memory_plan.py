@@ -1,0 +1,432 @@
+"""A run's per-device memory plan, from its config and the model's config.json alone.
+
+`hicra-jax train --config.dry_run=True` prints it; a real run checks it before
+loading weights. Nothing here loads weights; only `plan_on_this_machine` reads
+the devices (their count and memory):
+
+  model_config = read_model_config(run.model)      # config.json (or GGUF metadata) only
+  plan = memory_plan(run, model_config, devices=8, device_bytes=80 * 2**30, platform="gpu")
+  print(plan.report()); plan.fits; plan.advice()
+
+A run holds three kinds of memory per device, at different times:
+
+  resident   params + AdamW state (+ the KL reference copy), for the whole run
+  rollout    one generate call: its KV cache and its logits
+  update     the gradients, the update's batch and one micro-batch's activations
+
+Rollout and update never overlap (the KV cache is freed before the update), so
+the peak is resident + max(rollout, update). Each item's formula is in the
+docstring of the function computing it (`_weights`, `memory_plan` (the rollout),
+`update_batch_bytes`, `activation_bytes`). They are estimates: XLA's buffer
+assignment can reuse or duplicate a buffer; tests/test_memory_plan.py holds the
+activations within a factor of 2 of XLA's compiled temp memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+
+from hicra_jax import config as config_lib
+from hicra_jax.models import KVCache, ModelConfig
+from hicra_jax.models.attention import BLOCK
+from hicra_jax.models.gguf import open_gguf
+from hicra_jax.models.paths import resolve_model
+from hicra_jax.sampling.sampler import prompts_per_call
+from hicra_jax.train.run_config import RANDOM_MODEL, MeshConfig, ModelSettings, RunConfig
+
+GIB = 1024 ** 3
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
+# Rows of the flattened [N*T] axis whose float32 logits the update holds at once
+# (models/logprobs.py token_logprobs_and_entropy's default chunk_size).
+LOGITS_CHUNK = 512
+MEMORY_EFFICIENT = ("chunked", "cudnn", "splash")  # attention kernels linear in the length
+
+
+def read_model_config(model: ModelSettings) -> ModelConfig:
+  """The architecture of a `model` section, read from config.json (or GGUF metadata) only.
+
+  "random" -> model.random; a .gguf file or "smollm2" -> its metadata (no tensor
+  is read); a directory -> its config.json; a Hub id -> only its config.json is
+  resolved (from the cache, or downloaded unless HF_HUB_OFFLINE is set).
+
+  Raises:
+    FileNotFoundError: no config.json / GGUF file where the path points.
+  """
+  if model.path == RANDOM_MODEL:
+    return ModelConfig(**dataclasses.asdict(model.random))
+  path = resolve_model(model.path, files=("config.json",))
+  if path.endswith(".gguf"):
+    return ModelConfig.from_hf(dict(open_gguf(path).config))
+  return ModelConfig.from_hf(path if os.path.isdir(path) else os.path.dirname(path))
+
+
+def mesh_sizes(mesh: MeshConfig, devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) with the -1 axis resolved to the rest of `devices`.
+
+  Raises:
+    ValueError: the sizes cannot cover `devices` (as sharding.make_mesh would say).
+  """
+  sizes = [mesh.data, mesh.fsdp, mesh.tensor]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"model.mesh: at most one axis may be -1, got {sizes}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if devices % known:
+      raise ValueError(f"model.mesh {sizes}: {devices} devices are not a multiple of {known}")
+    sizes[sizes.index(-1)] = devices // known
+  if all(s == 1 for s in sizes):  # no mesh: one device, whatever else is there
+    return 1, 1, 1
+  if math.prod(sizes) != devices:
+    raise ValueError(f"model.mesh data x fsdp x tensor = {sizes} needs {math.prod(sizes)} "
+                     f"devices, but {devices} are available")
+  return sizes[0], sizes[1], sizes[2]
+
+
+def resolve_attention(attention: str, compute_dtype: str, platform: str) -> str:
+  """The kernel "auto" picks on `platform` (models/attention.py auto_attention); others as is."""
+  if attention != "auto":
+    return attention
+  if platform == "gpu":
+    return "cudnn" if compute_dtype == "bfloat16" else "xla"
+  return "splash" if platform == "tpu" else "xla"
+
+
+def _per_token_layer_elements(config: ModelConfig, remat: str) -> int:
+  """Activation elements one layer keeps per token for its backward under `remat` (no attention).
+
+  With D = hidden, F = intermediate, Qw = heads x head_dim, Kw = kv heads x head_dim:
+    "none"          4D + 3Qw + 3Kw + 4F: the layer input, both norm outputs, the
+                    residual after attention, q/k/v before and q/k after RoPE, the
+                    attention output, gate, up, silu(gate) and silu(gate) x up
+    "dots"          2D + 2Qw + 2Kw + 2F: every matmul output (q, k, v, attention
+                    output, wo, gate, up, down)
+    "dots_no_batch" 2D + Qw + 2Kw + 2F: the projections' outputs (the attention
+                    einsums have batch dims and are recomputed)
+    "full"          D: the layer input only (the scan carry)
+  """
+  d, f = config.hidden_size, config.intermediate_size
+  qw, kw = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+  return {"none": 4 * d + 3 * qw + 3 * kw + 4 * f,
+          "dots": 2 * d + 2 * qw + 2 * kw + 2 * f,
+          "dots_no_batch": 2 * d + qw + 2 * kw + 2 * f,
+          "full": d}[remat]
+
+
+def activation_bytes(config: ModelConfig, *, rows: int, seq_len: int, remat: str,
+                     attention: str, compute_bytes: int) -> int:
+  """Bytes of one micro-batch's forward + backward activations on one device.
+
+  tokens = rows x seq_len (rows: the micro-batch rows on this device), c =
+  compute_bytes, L = layers, Q = query heads, V = vocab:
+
+    saved     L x tokens x (elements(remat) x c + attention residual): what the
+              layer scan keeps for the backward (`_per_token_layer_elements`);
+              the attention residual is, for "none" (and "dots" with dense xla
+              attention, whose score einsum is a dot), Q x S x (4 + c) per token
+              for xla (float32 scores and the probabilities) and Q x 4 (the
+              log-sum-exp) for the memory-efficient kernels; nothing otherwise
+    one layer tokens x 2 x elements("none") x c: the layer the backward recomputes,
+              with its cotangents, plus its attention working set: xla 3 x Q x S x 4
+              per token (scores, probabilities, their gradient), memory-efficient
+              kernels 2 x rows x Q x BLOCK x BLOCK x 4 (one block pair of scores and
+              its gradient at a time; their O(T) outputs are in the cotangents)
+    stream    tokens x D x (3 x c + 4): embeddings, final norm (float32 inside) and
+              the hidden-state cotangent
+    logits    3 x LOGITS_CHUNK x V x 4 + D x V x 4: one chunk of float32 logits
+              with its softmax and gradient, and the float32 head gradient
+  """
+  d, v, q = config.hidden_size, config.vocab_size, config.num_heads
+  tokens = rows * seq_len
+  dense = attention not in MEMORY_EFFICIENT
+  saved_attention = 0
+  if remat == "none" or (remat == "dots" and dense):
+    saved_attention = q * seq_len * (4 + compute_bytes) if dense else q * 4
+  per_token = _per_token_layer_elements(config, remat) * compute_bytes + saved_attention
+  saved = config.num_layers * tokens * per_token
+  one_layer = tokens * 2 * _per_token_layer_elements(config, "none") * compute_bytes
+  if dense:
+    one_layer += tokens * q * seq_len * 4 * 3
+  else:
+    one_layer += 2 * rows * q * min(BLOCK, seq_len) ** 2 * 4
+  stream = tokens * d * (3 * compute_bytes + 4)
+  logits = 3 * min(LOGITS_CHUNK, tokens) * v * 4 + d * v * 4
+  return saved + one_layer + stream + logits
+
+
+def update_batch_bytes(rows: int, seq_len: int, completion_len: int, *, sampler: bool,
+                       kl: bool) -> int:
+  """Bytes of the update's `Batch` on one device (rows: the batch's rows on it).
+
+  Per row: seq_len x 5 (int32 tokens, bool attention) + completion_len x (4 + 1 + 1 + 4)
+  (float32 advantages, bool completion and planning masks, float32 old log-probs),
+  + completion_len x 4 for the sampler's log-probs and again for the reference's.
+  """
+  per_completion = 10 + 4 * sampler + 4 * kl
+  return rows * (seq_len * 5 + completion_len * per_completion)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+  """Per-device bytes of a run; `fits`, `report()` and `advice()` read them.
+
+  Items (bytes per device): params, optimizer, gradients, reference (resident or
+  update, see the module docstring), kv_cache, rollout_logits (one generate call),
+  update_batch, activations (one micro-batch). device_bytes: the memory of one
+  device, None when unknown (then `fits` is True: nothing to check against).
+  """
+
+  params: int
+  optimizer: int
+  gradients: int
+  reference: int
+  kv_cache: int
+  rollout_logits: int
+  update_batch: int
+  activations: int
+  device_bytes: int | None
+  devices: int
+  mesh: tuple[int, int, int]  # (data, fsdp, tensor), resolved
+  rows_per_call: int  # rollout rows of one generate call (all shards)
+  micro_rows: int  # micro-batch rows on one device
+  seq_len: int  # update sequence: largest prompt bucket + largest max_new_tokens
+  attention: str  # resolved kernel
+  remat: str
+  # What `advice` re-plans from (not figures: left out of equality and repr).
+  config: RunConfig = dataclasses.field(compare=False, repr=False, default=None)
+  model_config: ModelConfig = dataclasses.field(compare=False, repr=False, default=None)
+  platform: str = dataclasses.field(compare=False, repr=False, default="gpu")
+
+  @property
+  def resident(self) -> int:
+    return self.params + self.optimizer + self.reference
+
+  @property
+  def rollout(self) -> int:
+    return self.kv_cache + self.rollout_logits
+
+  @property
+  def update(self) -> int:
+    return self.gradients + self.update_batch + self.activations
+
+  @property
+  def total(self) -> int:
+    """The peak: resident + the larger of the rollout and the update."""
+    return self.resident + max(self.rollout, self.update)
+
+  @property
+  def fits(self) -> bool:
+    return self.device_bytes is None or self.total <= self.device_bytes
+
+  def report(self) -> str:
+    """One line per item in GiB, the phases, the peak and the device memory."""
+    data, fsdp, tensor = self.mesh
+    attention = self.attention
+    if self.config is not None and self.config.model.attention == "auto":
+      attention = f"auto -> {attention} on {self.platform}"
+    lines = [f"memory plan per device ({self.devices} devices, mesh data={data} fsdp={fsdp} "
+             f"tensor={tensor}; attention {attention}, remat {self.remat})"]
+    items = (("params", self.params), ("optimizer state (AdamW)", self.optimizer),
+             ("KL reference params", self.reference),
+             (f"rollout KV cache ({self.rows_per_call} rows/call)", self.kv_cache),
+             ("rollout logits", self.rollout_logits),
+             ("gradients (accumulator + micro-batch)", self.gradients),
+             ("update batch", self.update_batch),
+             (f"update activations ({self.micro_rows} rows x {self.seq_len} tokens)",
+              self.activations))
+    phases = f"+ max(rollout {self.rollout / GIB:.2f}, update {self.update / GIB:.2f})"
+    items += (("= resident (params, optimizer, reference)", self.resident),
+              (phases, max(self.rollout, self.update)), ("total (peak)", self.total))
+    lines += [f"  {name:<52} {value / GIB:9.2f} GiB" for name, value in items]
+    if self.device_bytes is None:
+      lines.append(f"  {'device memory':<52} {'unknown':>9}     (not checked)")
+    else:
+      verdict = "fits" if self.fits else "DOES NOT FIT"
+      lines.append(f"  {'device memory':<52} {self.device_bytes / GIB:9.2f} GiB  {verdict}")
+    return "\n".join(lines)
+
+  def advice(self) -> list[tuple[str, str]]:
+    """(field, suggestion) pairs, applied in turn, until the plan fits; [] when it fits.
+
+    Greedy: each round re-plans every candidate change on the config so far and
+    takes the one with the lowest peak, until the plan fits or nothing lowers it.
+    Candidates: loss.micro_batch_size (the largest divisor of the mini-batch that
+    fits, else the smallest), rollout.rows_per_call ("auto" for an int),
+    model.mesh.fsdp (all devices on fsdp), model.mesh.tensor (KV heads and
+    weights split over it; the rest on fsdp), on one device twice the devices,
+    model.remat ("full"), model.attention (a memory-efficient kernel).
+    """
+    advice, plan = [], self
+    while not plan.fits and len(advice) < 8:
+      options = [c for c in _candidates(plan) if c[2].total < plan.total]
+      if not options:
+        break
+      field, value, better = min(options, key=lambda c: c[2].total)
+      advice.append((field, f"{field}={value}: peak {better.total / GIB:.2f} GiB "
+                     f"(saves {(plan.total - better.total) / GIB:.2f} GiB; "
+                     f"{'fits' if better.fits else 'still over'})"))
+      plan = better
+    return advice
+
+
+def _candidates(plan: MemoryPlan) -> list[tuple[str, str, MemoryPlan]]:
+  """(field, new value, re-planned MemoryPlan) of each single change `advice` considers."""
+  config, model_config, devices = plan.config, plan.model_config, plan.devices
+  replan = lambda c, devices=devices: memory_plan(
+      c, model_config, devices=devices, device_bytes=plan.device_bytes, platform=plan.platform)
+  out = []
+  shards = plan.mesh[0] * plan.mesh[1]
+  mini, micro = config.mini_batch_rows, config.loss.micro_batch_size
+  smaller = [m for m in range(micro - 1, 0, -1) if mini % m == 0]
+  smaller = [m for m in smaller if m % shards == 0] or smaller  # whole rows on each shard
+  if smaller:
+    plans = [(m, replan(_replace(config, "loss", micro_batch_size=m))) for m in smaller]
+    m, p = next(((m, p) for m, p in plans if p.fits), plans[-1])
+    out.append(("loss.micro_batch_size", str(m), p))
+  if config.rollout.max_rows_per_call is not None:
+    out.append(("rollout.rows_per_call", "auto",
+                replan(_replace(config, "rollout", rows_per_call="auto"))))
+  if devices == 1:
+    mesh = MeshConfig(data=1, fsdp=2, tensor=1)
+    out.append(("model.mesh.fsdp", "2 (on 2 devices)",
+                replan(_replace(config, "model", mesh=mesh), devices=2)))
+  if devices > 1 and plan.mesh != (1, devices, 1):
+    mesh = MeshConfig(data=1, fsdp=devices, tensor=1)
+    out.append(("model.mesh.fsdp", f"{devices} (data=1, tensor=1)",
+                replan(_replace(config, "model", mesh=mesh))))
+  tensors = [t for t in range(2, devices + 1) if devices % t == 0 and t != plan.mesh[2]
+             and model_config.num_kv_heads % t == 0 and model_config.num_heads % t == 0]
+  if tensors:
+    plans = [(t, replan(_replace(config, "model", mesh=MeshConfig(
+        data=1, fsdp=devices // t, tensor=t)))) for t in tensors]
+    t, p = min(plans, key=lambda tp: tp[1].total)
+    out.append(("model.mesh.tensor", f"{t} (model.mesh.fsdp={devices // t}, data=1)", p))
+  if plan.remat != "full":
+    out.append(("model.remat", "full", replan(_replace(config, "model", remat="full"))))
+  if plan.attention not in MEMORY_EFFICIENT:
+    kernel = {"gpu": "cudnn", "tpu": "splash"}.get(plan.platform, "chunked")
+    if kernel == "cudnn" and _compute_dtype(config) != "bfloat16":
+      kernel = "chunked"  # cuDNN flash attention takes half precision only
+    out.append(("model.attention", kernel, replan(_replace(config, "model", attention=kernel))))
+  return out
+
+
+def _replace(config: RunConfig, section: str, **changes) -> RunConfig:
+  """`config` with some fields of one section changed (checked again by the section)."""
+  return dataclasses.replace(config, **{
+      section: dataclasses.replace(getattr(config, section), **changes)})
+
+
+def _weights(config: RunConfig, model_config: ModelConfig, param_shards: int) -> tuple[int, ...]:
+  """(params, optimizer, gradients, reference) bytes per device.
+
+  P = model_config.num_params, p = the param dtype's bytes, sharded P / (fsdp x
+  tensor) (rounded up; the few replicated norm vectors are ignored):
+    params      P x p
+    optimizer   2 x P x p: AdamW's two moments (optax keeps them in the params' dtype)
+    gradients   2 x P x p: the micro-batch accumulator and one micro-batch's gradient
+    reference   P x p when loss.kl_coef > 0 (a frozen copy of the initial policy), else 0
+  """
+  per = -(-model_config.num_params // param_shards) * DTYPE_BYTES[config.model.dtype]
+  return per, 2 * per, 2 * per, per if config.loss.kl_coef > 0 else 0
+
+
+def rollout_prompts_per_call(config: RunConfig, model_config: ModelConfig, *, shards: int,
+                             free_bytes: int | None) -> int:
+  """Prompts one generate call takes: the sampler's own rule (`prompts_per_call`)."""
+  per_row = KVCache.num_bytes(model_config, 1, _slots(config), _compute_dtype(config))
+  return prompts_per_call(config.rollout.prompts_per_step, config.rollout.group_size, per_row,
+                          shards=shards, rows_per_call=config.rollout.max_rows_per_call,
+                          free_bytes=free_bytes)
+
+
+def _slots(config: RunConfig) -> int:
+  """Tokens of the longest sequence: the largest prompt bucket + the largest max_new_tokens."""
+  return max(config.rollout.prompt_buckets) + max(config.rollout.max_new_tokens)
+
+
+def _compute_dtype(config: RunConfig) -> str:
+  return config.model.compute_dtype or config.model.dtype
+
+
+def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
+                device_bytes: int | None, platform: str = "gpu") -> MemoryPlan:
+  """The per-device memory plan of a run.
+
+  Args:
+    config: the run (model dtype, remat, attention, mesh; rollout and loss sizes).
+    model_config: the architecture (`read_model_config`).
+    devices: how many devices the run uses (the mesh's -1 axis takes the rest).
+    device_bytes: memory of one device, or None when unknown (the plan then never fails).
+    platform: "gpu" | "tpu" | "cpu": what model.attention "auto" picks.
+
+  Returns:
+    MemoryPlan. The rollout's KV cache (`KVCache.num_bytes`, models/decoder.py) is
+    rows_per_call x slots x L x K x H x 2 x c (+ a bool per slot) over the batch
+    shards (data x fsdp) and, when "tensor" divides the KV heads, over tensor; its
+    logits rows_per_call x V x 4 over the batch shards. The update's sequence is the
+    same slots; the activations are `activation_bytes` of ceil(micro_batch_size /
+    batch shards) rows; the batch is `update_batch_bytes` of the step's rollout rows
+    over the batch shards (the whole batch is on device through the update).
+  """
+  data, fsdp, tensor = mesh_sizes(config.model.mesh, devices)
+  shards = data * fsdp
+  params, optimizer, gradients, reference = _weights(config, model_config, fsdp * tensor)
+  compute = _compute_dtype(config)
+  compute_bytes = DTYPE_BYTES[compute]
+  free = None if device_bytes is None else device_bytes - params - optimizer - reference
+  prompts = rollout_prompts_per_call(config, model_config, shards=shards, free_bytes=free)
+  rows = prompts * config.rollout.group_size
+  slots = _slots(config)
+  kv_shards = shards * (tensor if model_config.num_kv_heads % tensor == 0 else 1)
+  kv = -(-KVCache.num_bytes(model_config, rows, slots, compute) // kv_shards)
+  logits = -(-rows // shards) * model_config.vocab_size * 4
+  attention = resolve_attention(config.model.attention, compute, platform)
+  micro_rows = -(-config.loss.micro_batch_size // shards)
+  activations = activation_bytes(model_config, rows=micro_rows, seq_len=slots,
+                                 remat=config.model.remat, attention=attention,
+                                 compute_bytes=compute_bytes)
+  batch = update_batch_bytes(-(-config.rollout.rows // shards), slots,
+                             max(config.rollout.max_new_tokens),
+                             sampler=config.rollout.old_logprobs == "sampler",
+                             kl=config.loss.kl_coef > 0)
+  return MemoryPlan(params=params, optimizer=optimizer, gradients=gradients, reference=reference,
+                    kv_cache=kv, rollout_logits=logits, update_batch=batch,
+                    activations=activations, device_bytes=device_bytes, devices=devices,
+                    mesh=(data, fsdp, tensor), rows_per_call=rows, micro_rows=micro_rows,
+                    seq_len=slots, attention=attention, remat=config.model.remat,
+                    config=config, model_config=model_config, platform=platform)
+
+
+def plan_on_this_machine(config: RunConfig) -> MemoryPlan:
+  """The run's plan on this machine's devices (the one function here that reads them).
+
+  Memory per device: config.device_memory_gb (GiB) when > 0, else the first
+  device's `memory_stats()["bytes_limit"]`, else unknown (CPU: the plan never
+  fails). A dry run with an explicit mesh (no -1) plans for that mesh's device
+  count, so one machine can plan a cluster's run.
+
+  Raises:
+    ConfigError: naming model.mesh when its sizes do not cover the devices.
+  """
+  devices = jax.devices()
+  count = len(devices)
+  mesh = config.model.mesh
+  sizes = (mesh.data, mesh.fsdp, mesh.tensor)
+  if config.dry_run and -1 not in sizes:
+    count = math.prod(sizes)
+  device_bytes = None
+  if config.device_memory_gb > 0:
+    device_bytes = int(config.device_memory_gb * GIB)
+  else:
+    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+      device_bytes = int(stats["bytes_limit"])
+  try:
+    return memory_plan(config, read_model_config(config.model), devices=count,
+                       device_bytes=device_bytes, platform=jax.default_backend())
+  except ValueError as e:  # mesh sizes that do not cover the devices
+    raise config_lib.field_error("model.mesh", dataclasses.asdict(mesh), str(e)) from e
