@@ -371,3 +371,32 @@ def test_quick_equal_is_exact_and_cautious():
   assert quick_equal("", "1") is None
   assert parse_plain_number("1.5\\times10^{3}").value == 1500
   assert parse_plain_number("x") is None
+
+
+def test_extract_all_boxed_reads_every_box_in_order():
+  text = "\\boxed{1} then \\fbox{\\frac{1}{2}}, a broken \\boxed{3 and \\boxed 4."
+  assert rewards.extract.extract_all_boxed(text) == ["1", "\\frac{1}{2}", "4"]
+  assert rewards.extract.extract_all_boxed("no box") == []
+  assert rewards.extract.extract_all_boxed(None) == []
+
+
+@pytest.mark.parametrize("completion,gold,verify,strict", [
+    # A pair given as two boxes: the last box alone (n = 2) is not the answer.
+    ("So \\boxed{k = 45} and \\boxed{n = 2}.", "(45, 2)", 1.0, 0.0),
+    # A set of solutions, one box each.
+    ("The solutions are $x = 2$ or $x = 3$: \\boxed{2} and \\boxed{3}.", "2, 3", 1.0, 0.0),
+    # The last box alone still counts when it is the answer.
+    ("\\boxed{3} is wrong; the answer is \\boxed{5}.", "5", 1.0, 1.0),
+    # Two wrong parts stay wrong.
+    ("\\boxed{k = 44} and \\boxed{n = 2}", "(45, 2)", 0.0, 0.0),
+])
+def test_verify_reads_an_answer_given_in_several_boxes(completion, gold, verify, strict):
+  assert grade_math(completion, gold, mode="verify").reward == verify
+  assert grade_math(completion, gold, mode="strict").reward == strict  # the paper's: last box
+
+
+def test_only_the_final_boxes_are_joined():
+  # An intermediate result boxed long before the final answer is not part of it.
+  completion = "First \\boxed{3}." + " Then we continue." * 40 + " Finally \\boxed{5}."
+  assert grade_math(completion, "3, 5", mode="verify").reward == 0.0
+  assert grade_math(completion, "5", mode="verify").reward == 1.0

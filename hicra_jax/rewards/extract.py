@@ -53,6 +53,25 @@ def extract_boxed(text: str, *, max_chars: int = MAX_ANSWER_CHARS) -> str | None
   return _box_argument(text, start + len(command), max_chars)
 
 
+def extract_all_boxed(text: str, *, max_chars: int = MAX_ANSWER_CHARS) -> list[str]:
+  """The contents of every well-formed `\\boxed{...}` / `\\fbox{...}` in `text`, in order.
+
+  Each box is read as `extract_boxed` reads the last one; malformed boxes and
+  contents longer than `max_chars` are left out. Never raises for a str input.
+  """
+  if not isinstance(text, str):
+    return []
+  found, end = [], len(text)
+  while True:
+    start, command = _last_command(text[:end])
+    if start < 0:
+      return found[::-1]
+    argument = _box_argument(text, start + len(command), max_chars)
+    if argument is not None:
+      found.append(argument)
+    end = start
+
+
 def _last_command(text: str) -> tuple[int, str]:
   """(index, command) of the last `\\boxed` / `\\fbox` that is a whole command name."""
   best, best_cmd = -1, ""

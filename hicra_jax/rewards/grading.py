@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hicra_jax.rewards.extract import MAX_ANSWER_CHARS, extract_boxed
+from hicra_jax.rewards.extract import MAX_ANSWER_CHARS, extract_all_boxed, extract_boxed
 from hicra_jax.rewards.grades import CORRECT, ERROR, INCORRECT, NO_ANSWER, Check, Grade, Plan
 from hicra_jax.rewards.normalize import normalize_answer, quick_equal
 from hicra_jax.rewards.pool import resolve
@@ -32,6 +32,9 @@ logger = logging.getLogger("hicra_jax.rewards")
 MODES = ("strict", "verify")
 # In "verify" mode without a box, the end of the text that math-verify reads.
 VERIFY_TAIL_CHARS = 4096
+# "verify": boxes starting in the completion's last this-many characters are one final
+# answer given in parts ("\\boxed{k = 45} and \\boxed{n = 2}", a set of solutions).
+FINAL_BOXES_CHARS = 400
 
 
 
@@ -54,10 +57,12 @@ def plan_math(completion: str, gold: Any, *, mode: str = "strict",
 
   "strict" (the paper): the last `\\boxed{}` of the completion must exist and
   equal the gold answer after normalization or symbolic equivalence.
-  "verify": the boxed answer when there is one (as "strict"); otherwise
-  whatever final answer math-verify finds in the last `verify_tail_chars`
-  characters ("the answer is 3/4", "$x = 2$", a last number), compared
-  symbolically.
+  "verify": the boxed answer when there is one (as "strict"), and when the
+  last FINAL_BOXES_CHARS characters hold several boxes, also their contents
+  joined as one answer ("\\boxed{k = 45} and \\boxed{n = 2}" is "k = 45, n = 2",
+  which equals "(45, 2)"); with no box, whatever final answer math-verify finds
+  in the last `verify_tail_chars` characters ("the answer is 3/4", "$x = 2$",
+  a last number), compared symbolically.
 
   Pure and bounded: never raises for any `completion`/`gold` values.
 
@@ -69,7 +74,7 @@ def plan_math(completion: str, gold: Any, *, mode: str = "strict",
     verify_tail_chars: see above.
 
   Returns:
-    A final `Grade`, or a `Check` (op "math", payload {"gold", "answer"} or
+    A final `Grade`, or a `Check` (op "math", payload {"gold", "answer"}, {"gold", "answers"} or
     {"gold", "text"}) for the worker.
 
   Raises:
@@ -89,7 +94,15 @@ def plan_math(completion: str, gold: Any, *, mode: str = "strict",
                           "text": completion[-verify_tail_chars:]})
   if answer is None:
     return Grade(0.0, NO_ANSWER, detail="no \\boxed{} answer")
-  return compare_answer(answer, gold_s)
+  plan = compare_answer(answer, gold_s)
+  final_boxes = extract_all_boxed(completion[-FINAL_BOXES_CHARS:], max_chars=max_answer_chars)
+  if mode == "verify" and len(final_boxes) > 1 and not (isinstance(plan, Grade)
+                                                        and plan.reward == 1.0):
+    joined = ", ".join(box.strip() for box in final_boxes)
+    candidates = [normalize_answer(answer), normalize_answer(joined)]
+    return Check("math", {"gold": normalize_answer(gold_s), "answers": candidates},
+                 answer=joined)
+  return plan
 
 
 def compare_answer(answer: str, gold: str) -> Plan:
