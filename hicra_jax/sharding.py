@@ -28,6 +28,29 @@ __all__ = ["BATCH", "MESH_AXES", "batch_sharding", "batch_shards", "kv_cache_sha
            "make_mesh", "param_shardings", "shard_model"]
 
 
+def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) with the one -1 axis resolved to the rest of `num_devices` (pure).
+
+  Raises:
+    ValueError: a bad size, two -1 axes, or sizes that do not cover `num_devices`.
+  """
+  sizes = [data, fsdp, tensor]
+  for name, s in zip(MESH_AXES, sizes):
+    if not isinstance(s, int) or (s < 1 and s != -1):
+      raise ValueError(f"mesh axis {name!r} size must be a positive int or -1, got {s!r}")
+  if sizes.count(-1) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f"{num_devices} devices cannot be split into a mesh with fixed axes {known}")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
+                     f"{math.prod(sizes)} devices, but {num_devices} are available")
+  return sizes[0], sizes[1], sizes[2]
+
+
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Mesh with axes ("data", "fsdp", "tensor"); one size may be -1 (the rest of the devices).
@@ -37,21 +60,8 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1,
   the arrays' NamedShardings (jax.make_mesh's own default is Explicit).
   """
   devices = list(devices if devices is not None else jax.devices())
-  sizes = [data, fsdp, tensor]
-  for name, s in zip(MESH_AXES, sizes):
-    if not isinstance(s, int) or (s < 1 and s != -1):
-      raise ValueError(f"mesh axis {name!r} size must be a positive int or -1, got {s!r}")
-  if sizes.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if len(devices) % known:
-      raise ValueError(f"{len(devices)} devices cannot be split into a mesh with fixed axes {known}")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
-                     f"{math.prod(sizes)} devices, but {len(devices)} are available")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+  sizes = mesh_shape(data, fsdp, tensor, len(devices))
+  return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
                        devices=devices)
 
 

@@ -136,11 +136,6 @@ def to_config_dict(obj: Any) -> config_lib.ConfigDict:
   return config_lib.ConfigDict(dataclasses.asdict(obj))
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
-  """Plain nested dicts of a (nested) dataclass instance (JSON-ready but for tuples)."""
-  return dataclasses.asdict(obj)
-
-
 def schema_descriptions(cls: type, prefix: str = "") -> dict[str, str]:
   """{"section.field": description} of a (nested) dataclass, from its source comments."""
   comments = config_lib.source_comments(cls, r"^\s+(\w+)\s*:[^=]*=")

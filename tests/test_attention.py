@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +15,10 @@ from hicra_jax import options
 from hicra_jax.models import Decoder, KVCache, ModelConfig, schema
 from hicra_jax.models import attention as A
 from hicra_jax.models.weights import build_model
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import attention_memory  # noqa: E402  pylint: disable=wrong-import-position
 
 N, K, R, H = 3, 2, 3, 16  # GQA: 2 key/value heads, 3 query heads each
 SCALE = H ** -0.5
@@ -158,28 +165,26 @@ def test_cudnn_rejects_float32_with_a_clear_error():
                     reason="the cuDNN kernel needs a GPU; on CPU its construction is checked "
                     "above through jax's xla implementation (the device suite runs this)")
 def test_cudnn_kernel_matches_reference_on_gpu():
-  t = 256
-  q, k, v = _qkv(4, t, t)
-  valid = _left_padded(t, starts=(0, 5, 20), ends=(t, 200, 250))
-  want = reference(q, k, v, np.arange(t), valid)
-  got = A.cudnn_attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)),
-                          A.AttentionMask.causal(t, valid), SCALE)
-  real = np.asarray(valid)[:, :, None, None, None]
-  np.testing.assert_allclose(np.where(real, np.asarray(got, np.float32), 0),
-                             np.where(real, want, 0), atol=3e-2, rtol=0)  # bfloat16 inputs
+  _assert_kernel_matches_reference(A.cudnn_attention, jnp.bfloat16, atol=3e-2,
+                                   ends=(256, 200, 250))
 
 
 @pytest.mark.skipif(jax.default_backend() != "tpu",
                     reason="the compiled splash kernel needs a TPU; on CPU it runs in TPU "
                     "interpret mode (test_splash_interpret_matches_xla)")
 def test_splash_kernel_matches_reference_on_tpu():
-  t = 256
-  q, k, v = _qkv(5, t, t)
-  valid = _left_padded(t, starts=(0, 5, 20))
+  _assert_kernel_matches_reference(A.splash_attention, jnp.float32, atol=1e-2)
+
+
+def _assert_kernel_matches_reference(kernel, dtype, *, atol, ends=None, t=256):
+  """A device kernel on a left/right-padded causal batch of T = t, on real positions."""
+  q, k, v = _qkv(4, t, t)
+  valid = _left_padded(t, starts=(0, 5, 20), ends=ends)
   want = reference(q, k, v, np.arange(t), valid)
-  got = A.splash_attention(q, k, v, A.AttentionMask.causal(t, valid), SCALE)
+  got = kernel(*(x.astype(dtype) for x in (q, k, v)), A.AttentionMask.causal(t, valid), SCALE)
   real = np.asarray(valid)[:, :, None, None, None]
-  np.testing.assert_allclose(np.where(real, got, 0), np.where(real, want, 0), atol=1e-2, rtol=0)
+  np.testing.assert_allclose(np.where(real, np.asarray(got, np.float32), 0),
+                             np.where(real, want, 0), atol=atol, rtol=0)
 
 
 # ---- splash (Pallas TPU kernel) in TPU interpret mode on CPU ----------------------------------
@@ -319,3 +324,11 @@ def test_chunked_memory_is_linear_in_length():
   dense_scores = 2 * 2048 * 2048 * 4  # the f32 [Q, T, T] scores of one layer at T = 2048
   assert large < 2.5 * small, (small, large)
   assert large < dense_scores / 4, (large, dense_scores)
+
+
+def test_decoder_update_memory_at_8192_is_at_most_2_3x_that_at_4096():
+  """Issue 12's bound on the real 2-layer decoder's forward + backward (compiled, not run);
+  the figures are benchmarks/attention_memory.py's (RESULTS.md: x1.79 chunked, x3.95 dense)."""
+  small, large = (attention_memory.train_step_temp_bytes(attention_memory.TOY, "chunked", 1, t)
+                  for t in (4096, 8192))
+  assert large <= 2.3 * small, (small, large)

@@ -39,6 +39,11 @@ def test_presets_load_with_every_algorithm(tmp_path, preset, algorithm):
   assert config.loss.clip_low == 0.2 and config.loss.clip_high == 0.28
   if preset != "gsm8k_smollm2":
     assert tuple(config.rollout.max_new_tokens) == (16384, 32768)
+    # DAPO: 512-row mini-batches (16 optimizer steps per 512 x 16 batch), group-normalized.
+    assert config.loss.mini_batch_size == 512 and config.mini_batches == 16
+    assert config.loss.scale == "group_std"
+    # The preset names its model by Hub id (e.g. Qwen/Qwen3-4B-Instruct-2507).
+    assert config_lib.hub_model_id(config_lib.load_config(path).model.path) is not None
     assert config.rollout.truncation_threshold == 0.2
     assert config.filter.dynamic == (preset == "llama31_8b_instruct_hicra")
     # The model path must exist: validation fails fast naming the field.

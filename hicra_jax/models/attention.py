@@ -34,7 +34,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "splash", "chunked")
+from hicra_jax import options
+
+ATTENTION_IMPLS = options.ATTENTIONS
 BLOCK = 512  # default query and key block of "chunked" and "splash"
 _NEG = float(jnp.finfo(jnp.float32).min)  # masked logit: finite, so no inf - inf = NaN
 
@@ -427,18 +429,19 @@ def splash_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask: AttentionMask, sca
 # ---- selection ----------------------------------------------------------------------------------
 
 
+def auto_kernel(backend: str, *, half_precision: bool) -> str:
+  """The kernel "auto" runs: gpu -> cudnn (bfloat16/float16 inputs; xla for float32),
+  tpu -> splash, anything else -> xla."""
+  if backend == "gpu" and half_precision:
+    return "cudnn"
+  return "splash" if backend == "tpu" else "xla"
+
+
 def auto_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask: AttentionMask, scale: float):
-  """By jax.default_backend(): gpu -> cudnn (bfloat16/float16; xla for float32), tpu -> splash,
-  anything else -> xla. -> [N, T, K, R, H]."""
-  backend = jax.default_backend()
+  """The `auto_kernel` of jax.default_backend() and the inputs' dtype. -> [N, T, K, R, H]."""
   half = jnp.dtype(q_NxTxKxRxH.dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  if backend == "gpu" and half:
-    fn = cudnn_attention
-  elif backend == "tpu":
-    fn = splash_attention
-  else:
-    fn = xla_attention
-  return fn(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale)
+  name = auto_kernel(jax.default_backend(), half_precision=half)
+  return _IMPLS[name](q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale)
 
 
 _IMPLS = {"auto": auto_attention, "xla": xla_attention, "cudnn": cudnn_attention,

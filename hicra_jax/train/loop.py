@@ -35,7 +35,6 @@ from hicra_jax.train.checkpoint import Checkpointer, encode_bytes
 from hicra_jax.train.metrics import MetricWriter, Progress
 from hicra_jax.train.rollout import RewardFn, safe_rewards
 from hicra_jax.train.run_config import OptimConfig, RunConfig
-from hicra_jax.typed_config import to_dict
 from hicra_jax.train.signals import StopSignals
 from hicra_jax.train.state import (OptimizerConfig, create_train_state, learning_rate_schedule,
                                    make_optimizer, optimizer_count)
@@ -98,7 +97,8 @@ def update_config(config: RunConfig, *, has_reference: bool) -> step_lib.UpdateC
       entropy_coef=config.entropy_coef, kl_coef=loss.kl_coef if has_reference else 0.0,
       kl_estimator=loss.kl_estimator,
       micro_batches=config.mini_batch_rows // loss.micro_batch_size,  # per optimizer step
-      mini_batches=config.rollout.rows // config.mini_batch_rows, epochs=loss.epochs, old_logprobs=config.rollout.old_logprobs,
+      mini_batches=config.mini_batches, epochs=loss.epochs,
+      old_logprobs=config.rollout.old_logprobs,
       temperature=config.rollout.temperature)
 
 
@@ -133,7 +133,7 @@ class Trainer:
     self.writer = None
     if self.is_main:
       self.writer = MetricWriter(self.workdir, tensorboard=config.log.tensorboard,
-                                 wandb=config.log.wandb, run_config=to_dict(config))
+                                 wandb=config.log.wandb, run_config=dataclasses.asdict(config))
     self.signals = StopSignals()  # SIGTERM: stop at the next safe point (see run)
     self.last_eval_accuracy = None
     self.last_samples: list[dict[str, Any]] = []  # the last step's sample-log entries
@@ -146,7 +146,7 @@ class Trainer:
 
   def meta(self) -> dict[str, Any]:
     return {"data_state": self.data.get_state(), "curriculum_stage": self.stage,
-            "config": to_dict(self.config), "trie_npz_base64": encode_bytes(self.c.trie_bytes)}
+            "config": dataclasses.asdict(self.config), "trie_npz_base64": encode_bytes(self.c.trie_bytes)}
 
   def save(self, *, force: bool = False) -> None:
     step = int(self.state.step)

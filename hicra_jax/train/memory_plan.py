@@ -32,7 +32,8 @@ import jax
 
 from hicra_jax import config as config_lib
 from hicra_jax.models import KVCache, ModelConfig
-from hicra_jax.models.attention import BLOCK
+from hicra_jax import sharding
+from hicra_jax.models.attention import BLOCK, auto_kernel
 from hicra_jax.models.gguf import open_gguf
 from hicra_jax.models.paths import resolve_model
 from hicra_jax.sampling.sampler import prompts_per_call
@@ -70,29 +71,16 @@ def mesh_sizes(mesh: MeshConfig, devices: int) -> tuple[int, int, int]:
   Raises:
     ValueError: the sizes cannot cover `devices` (as sharding.make_mesh would say).
   """
-  sizes = [mesh.data, mesh.fsdp, mesh.tensor]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"model.mesh: at most one axis may be -1, got {sizes}")
-  known = math.prod(s for s in sizes if s != -1)
-  if -1 in sizes:
-    if devices % known:
-      raise ValueError(f"model.mesh {sizes}: {devices} devices are not a multiple of {known}")
-    sizes[sizes.index(-1)] = devices // known
-  if all(s == 1 for s in sizes):  # no mesh: one device, whatever else is there
+  if (mesh.data, mesh.fsdp, mesh.tensor) == (1, 1, 1):  # no mesh: one device, whatever else
     return 1, 1, 1
-  if math.prod(sizes) != devices:
-    raise ValueError(f"model.mesh data x fsdp x tensor = {sizes} needs {math.prod(sizes)} "
-                     f"devices, but {devices} are available")
-  return sizes[0], sizes[1], sizes[2]
+  return sharding.mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, devices)
 
 
 def resolve_attention(attention: str, compute_dtype: str, platform: str) -> str:
   """The kernel "auto" picks on `platform` (models/attention.py auto_attention); others as is."""
   if attention != "auto":
     return attention
-  if platform == "gpu":
-    return "cudnn" if compute_dtype == "bfloat16" else "xla"
-  return "splash" if platform == "tpu" else "xla"
+  return auto_kernel(platform, half_precision=compute_dtype == "bfloat16")
 
 
 def _per_token_layer_elements(config: ModelConfig, remat: str) -> int:

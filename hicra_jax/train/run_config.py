@@ -462,9 +462,14 @@ class RunConfig:
     return self.loss.mini_batch_size or self.rollout.rows
 
   @property
+  def mini_batches(self) -> int:
+    """Optimizer steps per epoch over one rollout batch."""
+    return self.rollout.rows // self.mini_batch_rows
+
+  @property
   def optimizer_steps(self) -> int:
     """Optimizer updates of the whole run: num_steps x epochs x mini-batches per batch."""
-    return self.num_steps * self.loss.epochs * (self.rollout.rows // self.mini_batch_rows)
+    return self.num_steps * self.loss.epochs * self.mini_batches
 
   @property
   def entropy_coef(self) -> float:

@@ -21,7 +21,7 @@ from hicra_jax.models.logprobs import token_logprobs_and_entropy
 from hicra_jax.train.state import TrainState
 
 ALGORITHMS = options.ALGORITHMS
-OLD_LOGPROBS = ("policy", "sampler")
+OLD_LOGPROBS = options.OLD_LOGPROBS
 
 
 @jax.tree_util.register_dataclass
