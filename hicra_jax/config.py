@@ -9,9 +9,11 @@ overridden on the command line with `--config.a.b=value`.
 Loading is cheap (no jax, no models); validation raises `ConfigError` naming
 the field, the bad value and what was expected, before anything expensive.
 The path predicates that validation needs (`is_model_path`,
-`is_training_workdir`) live here for the same reason, with the Hugging Face Hub
-helpers `is_model_path` uses (`hub_model_id`, `hub_cache_dir`, `hub_offline`,
-`cached_hub_snapshot`; models/paths.py resolves ids through them too).
+`is_training_workdir`, with `is_local_path` / `as_epath` for workdirs that may
+be gs://bucket/run as well as local) live here for the same reason, with the
+Hugging Face Hub helpers `is_model_path` uses (`hub_model_id`, `hub_cache_dir`,
+`hub_offline`, `cached_hub_snapshot`; models/paths.py resolves ids through them
+too).
 
 Example:
   config = load_config("configs/generate_smollm2.py", ["max_new_tokens=7"])
@@ -455,10 +457,44 @@ def is_model_path(path: str) -> bool:
   return not hub_offline() and _on_hub(*hub)
 
 
-def is_training_workdir(path: str) -> bool:
-  """Whether `path` is a training run's workdir holding at least one checkpoint."""
-  checkpoints = os.path.join(os.path.expanduser(path), "checkpoints")
-  return os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
+def is_local_path(path: str | os.PathLike) -> bool:
+  """Whether `path` is on the local (os-level) filesystem, i.e. has no `scheme://` prefix.
+
+  Workdirs and export directories may be any etils.epath path: a local one, or
+  gs://bucket/run (s3://, ...) where files are objects that cannot be appended
+  to and that tools needing a local filename (safetensors, tokenizers) cannot
+  write directly. Writers branch on this.
+  """
+  return "://" not in os.fspath(path)
+
+
+def as_epath(path: str | os.PathLike):
+  """`path` as an `etils.epath.Path` (local paths with `~` expanded).
+
+  etils is imported here, not at module level, so loading configs stays cheap.
+
+  Raises:
+    ValueError: a `scheme://` path of a scheme etils.epath does not know.
+  """
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  if is_local_path(path):
+    return epath.Path(os.path.expanduser(os.fspath(path)))
+  try:
+    return epath.Path(path)
+  except KeyError:  # etils' registry of URI schemes
+    raise ValueError(f"path {os.fspath(path)!r}: unsupported scheme (etils.epath paths are "
+                     f"local, gs://, s3://, az:// or hf://)") from None
+
+
+def is_training_workdir(path: str | os.PathLike) -> bool:
+  """Whether `path` (local or e.g. gs://bucket/run) is a training run's workdir holding at
+  least one checkpoint (a numbered directory under `checkpoints/`). False for a path of a
+  scheme etils.epath does not know."""
+  try:
+    checkpoints = as_epath(path) / "checkpoints"
+  except ValueError:
+    return False
+  return checkpoints.is_dir() and any(child.name.isdigit() for child in checkpoints.iterdir())
 
 
 def check_path(config: ConfigDict, field: str, *,

@@ -2,11 +2,17 @@
 sample log, a progress line.
 
 Only process 0 writes (`jax.process_index() == 0` is checked by the caller).
+
+The workdir is any etils.epath path: local, or gs://bucket/run (s3://, ...).
+Every file goes through epath; see `_LineFile` for how the JSONL logs are
+appended to on object stores, which have no append.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 import os
 import secrets
@@ -15,8 +21,12 @@ import time
 from typing import Any, Mapping
 
 import tqdm.auto
+from etils import epath
 
+from hicra_jax import config as config_lib
 from hicra_jax.train.run_config import WandbConfig
+
+logger = logging.getLogger("hicra_jax.train")
 
 # Every key the trainer writes to metrics.jsonl after a step (tests check them).
 STEP_KEYS = (
@@ -42,6 +52,95 @@ def _numeric(scalars: Mapping[str, Any]) -> dict[str, float]:
           if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+class _LineFile:
+  """A text file that lines are appended to, through etils.epath.
+
+  A local path keeps one handle open in append mode, flushed after each write.
+  Object stores (gs://, s3://: any path with a scheme) cannot append to an
+  object, so there the file's content is read back once when opened and the
+  whole file is rewritten after each write (in UTF-8). Either way a file that
+  already exists, e.g. when a run resumes, is continued, never truncated. The
+  rewrite costs the file's size per write: a few hundred bytes a step for
+  metrics, a few completions a step for the sample log.
+  """
+
+  def __init__(self, path: epath.Path):
+    self.path = path
+    self._handle = None
+    self._text: list[str] = []
+    if config_lib.is_local_path(path):
+      self._handle = path.open("a", encoding="utf-8")
+    elif path.exists():
+      self._text.append(path.read_bytes().decode("utf-8"))
+
+  def write_lines(self, lines: list[str]) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if self._handle is not None:
+      self._handle.write(text)
+      self._handle.flush()
+      return
+    if self._text and not self._text[-1].endswith("\n"):
+      self._text.append("\n")  # a previous writer's cut-off last line stays on its own
+    self._text.append(text)
+    self.path.write_bytes("".join(self._text).encode("utf-8"))
+
+  def close(self) -> None:
+    if self._handle is not None:
+      self._handle.close()
+
+
+# tensorboardX writes event files to these schemes itself, given these modules
+# (`record_writer.py`); it has no writer for other schemes (az://, hf://).
+_TENSORBOARD_SCHEMES = {"gs": "google.cloud.storage", "s3": "boto3"}
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, *args: Any) -> None:
+  if message not in _warned:
+    _warned.add(message)
+    logger.warning(message, *args)
+
+
+def _module_available(name: str) -> bool:
+  try:
+    return importlib.util.find_spec(name) is not None
+  except (ImportError, ValueError):  # a parent package missing
+    return False
+
+
+def _tensorboard_writer(logdir: epath.Path):
+  """A tensorboardX SummaryWriter on `logdir`, or None (with a warning, once) when
+  tensorboardX cannot write there: a non-local scheme it has no writer for, or one
+  whose client library is missing."""
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  if config_lib.is_local_path(logdir):
+    return SummaryWriter(os.fspath(logdir))
+  scheme = str(logdir).split("://", 1)[0]
+  needs = _TENSORBOARD_SCHEMES.get(scheme)
+  if needs is None or not _module_available(needs):
+    _warn_once("TensorBoard is off: tensorboardX cannot write to %s://%s (metrics.jsonl "
+               "and samples.jsonl are still written)", scheme,
+               f" without the {needs} module" if needs else " paths")
+    return None
+  try:
+    return SummaryWriter(str(logdir))
+  except Exception as e:  # pylint: disable=broad-except
+    _warn_once("TensorBoard is off: tensorboardX cannot write to %s (%s)", logdir, e)
+    return None
+
+
+def wandb_run_id(workdir: str | os.PathLike) -> str:
+  """The W&B run id kept in `workdir/wandb_run_id` (local or e.g. gs://), created
+  (16 hex digits) on first use."""
+  id_path = config_lib.as_epath(workdir) / "wandb_run_id"
+  if id_path.exists():
+    return id_path.read_text().strip()
+  run_id = secrets.token_hex(8)
+  id_path.parent.mkdir(parents=True, exist_ok=True)
+  id_path.write_text(run_id + "\n")
+  return run_id
+
+
 class WandbWriter:
   """Mirrors step scalars to a Weights & Biases run (`pip install 'hicra-jax[wandb]'`).
 
@@ -49,19 +148,17 @@ class WandbWriter:
   continues the same W&B run instead of starting a new one.
   """
 
-  def __init__(self, workdir: str, options: WandbConfig, config: Mapping[str, Any] | None = None):
+  def __init__(self, workdir: str | os.PathLike, options: WandbConfig,
+               config: Mapping[str, Any] | None = None):
     import wandb  # pylint: disable=import-outside-toplevel
-    id_path = os.path.join(workdir, "wandb_run_id")
-    if os.path.exists(id_path):
-      with open(id_path, encoding="utf-8") as f:
-        run_id = f.read().strip()
-    else:
-      run_id = secrets.token_hex(8)
-      with open(id_path, "w", encoding="utf-8") as f:
-        f.write(run_id + "\n")
+    run_id = wandb_run_id(workdir)
+    # W&B keeps its own files in a local directory: the workdir when it is local, else
+    # W&B's default (WANDB_DIR, or ./wandb).
+    root = config_lib.as_epath(workdir)
+    local_dir = os.fspath(root) if config_lib.is_local_path(root) else None
     self.run = wandb.init(
         project=options.project, entity=options.entity or None, name=options.name or None,
-        mode=options.mode, dir=workdir, id=run_id, resume="allow",
+        mode=options.mode, dir=local_dir, id=run_id, resume="allow",
         config=dict(config) if config is not None else None)
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -73,43 +170,59 @@ class WandbWriter:
 
 class MetricWriter:
   """Appends one JSON object per step to `metrics.jsonl`; mirrors scalars to
-  TensorBoard and, when `wandb.project` is set, to Weights & Biases."""
+  TensorBoard and, when `wandb.project` is set, to Weights & Biases.
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True,
+  `workdir` is local or any etils.epath path (gs://bucket/run). Reopening a
+  workdir (a resumed run) continues its metrics.jsonl and samples.jsonl. On a
+  non-local workdir that tensorboardX cannot write to, TensorBoard is skipped
+  with a warning.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True,
                wandb: WandbConfig | None = None, run_config: Mapping[str, Any] | None = None):
-    os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.sample_path = os.path.join(workdir, "samples.jsonl")
-    self._file = open(self.path, "a", encoding="utf-8")
-    self._samples = open(self.sample_path, "a", encoding="utf-8")
-    self._tb = None
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    root = config_lib.as_epath(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    self.path = str(root / "metrics.jsonl")
+    self.sample_path = str(root / "samples.jsonl")
+    self._file = _LineFile(root / "metrics.jsonl")
+    self._samples = _LineFile(root / "samples.jsonl")
+    self._tb_dir = root / "tensorboard"
+    self._tb = _tensorboard_writer(self._tb_dir) if tensorboard else None
     self._wandb = WandbWriter(workdir, wandb, run_config) if wandb and wandb.project else None
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     record = {k: _jsonable(v) for k, v in scalars.items()}
     record["step"] = int(step)
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
+    self._file.write_lines([json.dumps(record)])
     if self._tb is not None:
-      for key, value in _numeric(scalars).items():
-        self._tb.add_scalar(key, value, step)
-      self._tb.flush()
+      def add(tb):
+        for key, value in _numeric(scalars).items():
+          tb.add_scalar(key, value, step)
+        tb.flush()
+      self._tensorboard(add)
     if self._wandb is not None:
       self._wandb.write(step, scalars)
 
   def write_samples(self, step: int, samples: list[Mapping[str, Any]]) -> None:
-    for sample in samples:
-      self._samples.write(json.dumps({"step": int(step), **sample}) + "\n")
-    self._samples.flush()
+    if samples:
+      self._samples.write_lines([json.dumps({"step": int(step), **sample}) for sample in samples])
+
+  def _tensorboard(self, action) -> None:
+    """action(SummaryWriter). On a non-local workdir a failure (an upload) turns TensorBoard
+    off with a warning instead of stopping the run: it only mirrors metrics.jsonl."""
+    try:
+      action(self._tb)
+    except Exception as e:  # pylint: disable=broad-except
+      if config_lib.is_local_path(self._tb_dir):
+        raise
+      _warn_once("TensorBoard is off: writing to %s failed (%s)", self._tb_dir, e)
+      self._tb = None
 
   def close(self) -> None:
     self._file.close()
     self._samples.close()
     if self._tb is not None:
-      self._tb.close()
+      self._tensorboard(lambda tb: tb.close())
     if self._wandb is not None:
       self._wandb.close()
 
