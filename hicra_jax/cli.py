@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -191,8 +193,32 @@ def main(argv: Sequence[str] | None = None) -> None:
   try:
     status = COMMANDS[name].run(config)
   except config_lib.ConfigError as e:
+    _exit_now_if_multiprocess(f"{PROG} {name}: config error: {e}")
     _fail(f"{PROG} {name}: config error: {e}")
+  except BaseException as e:  # pylint: disable=broad-except
+    _exit_now_if_multiprocess(f"{PROG} {name}: {type(e).__name__}: {e}\n"
+                              + traceback.format_exc())
+    raise
   sys.exit(status or 0)
+
+
+def _exit_now_if_multiprocess(message: str) -> None:
+  """A failure on one process of a multi-process run exits at once (status 1).
+
+  A normal exit would wait at JAX's shutdown barrier for the other processes,
+  which are blocked in a collective waiting for this one. Exiting stops this
+  process's heartbeats, and JAX's coordination service then terminates the
+  others within distributed.heartbeat_timeout_s, with its "another task died"
+  message. One process: nothing happens here.
+  """
+  jax = sys.modules.get("jax")  # never imported just for this
+  if jax is None or not jax.distributed.is_initialized() or jax.process_count() < 2:
+    return
+  print(f"{message}\n{PROG}: process {jax.process_index()} of {jax.process_count()} failed; "
+        "exiting now, the other processes stop within distributed.heartbeat_timeout_s",
+        file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

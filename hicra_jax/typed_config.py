@@ -88,6 +88,17 @@ class FieldChecker:
     return config_lib.checked_path(self.name(field), self.value(field), aliases, predicate,
                                   expected)
 
+  def auto_or_int(self, field: str, *, minimum: int = 0, expected: str = "") -> str:
+    """"auto" or an int >= minimum (a digit string from the command line), stored as a
+    string: one type, as in the ConfigDict."""
+    value = self.value(field)
+    if isinstance(value, str) and value.strip().isdigit():
+      value = int(value)
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
+                            or value < minimum):
+      raise self.error(field, expected or f"'auto' or an int >= {minimum}")
+    return self._set(field, str(value))
+
   def int_tuple(self, field: str, *, minimum: int = 1, increasing: bool = False,
                 expected: str = "") -> tuple[int, ...]:
     """A non-empty tuple (or list) of ints >= minimum, optionally non-decreasing."""

@@ -96,8 +96,7 @@ def test_quickstart_runs_two_steps_with_the_real_model_across_a_resume(tmp_path)
   # are the seeded stream's first 2 x 4 examples (ids = indices, eval_size 0).
   from hicra_jax.data.datasets import ExampleStream  # pylint: disable=import-outside-toplevel
   config = config_lib.load_config(os.path.join(ROOT, "configs", "quickstart.py"))
-  stream = ExampleStream([{"id": i} for i in range(config.data.size)], int(config.seed),
-                         process_index=0, process_count=1)
+  stream = ExampleStream([{"id": i} for i in range(config.data.size)], int(config.seed))
   per_step = config.rollout.prompts_per_step
   expected = [[e["id"] for e in stream.take(per_step)] for _ in range(2)]
   assert [r["example_ids"] for r in records] == expected

@@ -43,22 +43,18 @@ def test_prompts_use_the_chat_template_and_the_boxed_instruction(smollm2_tokeniz
   assert text.rstrip().endswith("<|im_start|>assistant")
 
 
-def test_example_stream_is_seeded_resumable_and_sharded():
+def test_example_stream_is_seeded_and_resumable():
   examples = [{"id": i} for i in range(10)]
-  a = ExampleStream(examples, seed=3, process_index=0, process_count=1)
+  a = ExampleStream(examples, seed=3)
   first = [e["id"] for e in a.take(4)]
   state = a.get_state()
   rest = [e["id"] for e in a.take(12)]
-  b = ExampleStream(examples, seed=3, process_index=0, process_count=1)
+  b = ExampleStream(examples, seed=3)
   assert [e["id"] for e in b.take(4)] == first
-  c = ExampleStream(examples, seed=3, process_index=0, process_count=1)
+  c = ExampleStream(examples, seed=3)
   c.set_state(json.loads(json.dumps(state)))
   assert [e["id"] for e in c.take(12)] == rest
   assert sorted(first + rest[:6]) == list(range(10))  # one epoch visits every example once
-  assert [e["id"] for e in ExampleStream(examples, seed=4, process_index=0,
-                                         process_count=1).take(10)] != first + rest[:6]
-  shards = [{e["id"] for e in ExampleStream(examples, seed=3, process_index=k,
-                                            process_count=2).take(5)} for k in (0, 1)]
-  assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(range(10))
+  assert [e["id"] for e in ExampleStream(examples, seed=4).take(10)] != first + rest[:6]
   with pytest.raises(ValueError, match="at least one example"):
-    ExampleStream([], seed=0, process_index=0, process_count=1)
+    ExampleStream([], seed=0)

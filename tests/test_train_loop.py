@@ -313,7 +313,7 @@ def test_wandb_offline_with_the_real_library(tmp_path):
 def test_a_signal_mid_rollout_interrupts_it_and_saves_the_last_state(tmp_path, monkeypatch):
   trainer, _ = _trainer(tmp_path, num_steps=3, rollout__signal_check_tokens=2,
                         rollout__max_new_tokens=(8,), checkpoint__every=1)
-  real_generate = rollout.generate
+  real_generate = rollout.generate_arrays
   raised = []
 
   def generate_then_sigterm(*args, interrupt, **kwargs):
@@ -327,7 +327,7 @@ def test_a_signal_mid_rollout_interrupts_it_and_saves_the_last_state(tmp_path, m
       raised.append(str(e))
       raise
 
-  monkeypatch.setattr(rollout, "generate", generate_then_sigterm)
+  monkeypatch.setattr(rollout, "generate_arrays", generate_then_sigterm)
   try:
     trainer.run()
     # The abandoned step's prompts come again: the stream is back where step 1 left it.

@@ -35,12 +35,15 @@ def run(config: RunConfig) -> int:
   """Builds the components and trains; returns the exit status."""
   # Imported here: keeps `hicra-jax --help` and config validation from importing jax.
   # pylint: disable=import-outside-toplevel
-  from hicra_jax import sharding
+  from hicra_jax import multihost, sharding
   from hicra_jax.models import save_pretrained
   from hicra_jax.train import memory_plan
   from hicra_jax.train.build import build_components, make_mesh
   from hicra_jax.train.loop import NonFiniteError, Trainer
   # pylint: enable=import-outside-toplevel
+  # Before anything touches a jax backend: several processes share one run.
+  multihost.initialize(**config.distributed.initialize_kwargs())
+  multihost.check_shared_directory(config.workdir)
   plan = memory_plan.plan_on_this_machine(config)  # config.json only: no weights yet
   advice = plan.advice()
   if config.dry_run:
@@ -78,13 +81,15 @@ def run(config: RunConfig) -> int:
     raise config_lib.field_error("workdir", config.workdir, f"a fresh workdir ({e})") from e
   finally:
     trainer.close()
-  if trainer.signals.stop_requested:
-    print(f"stopped by signal {trainer.signals.signal} at step {int(trainer.state.step)}; "
-          f"resume with --config.resume=True", flush=True)
+  if trainer.stopping():
+    if multihost.is_main():
+      print(f"stopped by a signal at step {int(trainer.state.step)}; resume with "
+            f"--config.resume=True", flush=True)
     return 0
   if config.export_policy and components.model_config is not None:
     path = os.path.join(config.workdir, "policy")
     save_pretrained(trainer.policy(), components.model_config, path,
                     tokenizer=components.tokenizer)
-    print(f"exported the policy to {path}", flush=True)
+    if multihost.is_main():
+      print(f"exported the policy to {path}", flush=True)
   return 0

@@ -2,7 +2,7 @@
 
   rows = load_rows("jsonl", path="train.jsonl", question_field="problem")
   rows = attach_prompt_ids(rows, tokenizer)            # + "id", "prompt_ids"
-  stream = ExampleStream(rows, seed=0)                 # seeded shuffle, repeats, per-process shard
+  stream = ExampleStream(rows, seed=0)                 # seeded shuffle, repeats (global)
   batch = stream.take(8); state = stream.get_state()   # state: JSON, part of a checkpoint
 
 Every row is a dict with "question" and "answer" (the reward registry's
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import grain
-import jax
 
 from hicra_jax import options
 from hicra_jax.data.jsonl import read_jsonl
@@ -81,20 +80,17 @@ def attach_prompt_ids(rows: Sequence[dict[str, Any]], tokenizer, *,
 class ExampleStream:
   """Seeded, shuffled, repeating stream of examples (grain) with a JSON state.
 
-  With several processes each takes its own shard (every process_count-th
-  example starting at process_index) before shuffling.
+  The stream is global: with several processes each one holds the same
+  stream and takes the same examples; the sampler then gives each process the
+  rows on its own devices. So every process's state is the same, and a run
+  resumes on any number of processes.
   """
 
-  def __init__(self, examples: Sequence[Mapping[str, Any]], seed: int, *,
-               process_index: int | None = None, process_count: int | None = None):
-    if process_index is None or process_count is None:
-      process_index, process_count = jax.process_index(), jax.process_count()
+  def __init__(self, examples: Sequence[Mapping[str, Any]], seed: int):
     self._examples = list(examples)
-    if len(self._examples) < process_count:
-      raise ValueError(f"{len(self._examples)} examples cannot be split over {process_count} "
-                       "processes; expected at least one example per process")
+    if not self._examples:
+      raise ValueError("the example stream needs at least one example, got none")
     dataset = grain.MapDataset.source(list(range(len(self._examples))))
-    dataset = dataset[process_index::process_count]
     self._iter = iter(dataset.seed(seed).shuffle().repeat().to_iter_dataset())
 
   def take(self, k: int) -> list[Mapping[str, Any]]:

@@ -7,19 +7,25 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import re
+import tempfile
 from typing import Any, Iterable, Iterator
 
 import jax
 import ml_dtypes
 import numpy as np
+from etils import epath
 from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from hicra_jax import config as config_lib
+from hicra_jax import multihost
 from hicra_jax.models import schema
 from hicra_jax.models.config import ModelConfig
 from hicra_jax.models.decoder import Decoder, resolve_dtype
@@ -112,8 +118,7 @@ def load_params(source, config: ModelConfig, *, dtype="float32", shardings=None)
   for tensor in schema.tensors(config):
     value = _read(source, tensor, config, np_dtype)
     sharding = shardings.get(tensor.name) if shardings else None
-    params[tensor.name] = (jax.device_put(value, sharding) if sharding
-                           else jax.numpy.asarray(value))
+    params[tensor.name] = multihost.put(value, sharding)  # each device takes its slice
   return params
 
 
@@ -190,7 +195,7 @@ def _hf_tensors(model: Decoder) -> Iterator[tuple[str, np.ndarray]]:
   params = flat_params(model)
   for tensor in schema.tensors(config):
     to_hf = schema.HF_LAYOUTS[tensor.layout][1]
-    value = np.asarray(jax.device_get(params[tensor.name]))
+    value = multihost.to_host(params[tensor.name])  # every process takes part
     per_layer = value if tensor.per_layer else value[None]
     for name, layer_value in zip(schema.hf_names(tensor, config), per_layer):
       yield name, np.ascontiguousarray(to_hf(layer_value))
@@ -250,8 +255,22 @@ def generation_config(config: ModelConfig, tokenizer=None) -> dict[str, Any]:
   return out
 
 
-def save_pretrained(model: Decoder, config: ModelConfig, path: str, *, tokenizer=None,
-                    max_shard_size: int | str = MAX_SHARD_SIZE) -> None:
+def _upload(local_dir: str, dest: epath.Path) -> None:
+  """Moves every file under the local `local_dir` to the same place under `dest`
+  (copied through epath, then deleted locally), subdirectories included."""
+  for root, _, names in os.walk(local_dir):
+    relative = os.path.relpath(root, local_dir)
+    target = dest if relative == os.curdir else dest / relative
+    if names:
+      target.mkdir(parents=True, exist_ok=True)
+    for name in sorted(names):
+      source = os.path.join(root, name)
+      epath.Path(source).copy(target / name, overwrite=True)
+      os.remove(source)
+
+
+def save_pretrained(model: Decoder, config: ModelConfig, path: str | os.PathLike, *,
+                    tokenizer=None, max_shard_size: int | str = MAX_SHARD_SIZE) -> None:
   """Write a HF directory in the layout transformers writes (vLLM, SGLang and others read it).
 
   config.json; model.safetensors, or model-0000i-of-0000n.safetensors shards of at most
@@ -259,38 +278,66 @@ def save_pretrained(model: Decoder, config: ModelConfig, path: str, *, tokenizer
   `tokenizer`, its files with the chat template (tokenizer.save_pretrained). Weight files
   of an earlier export in `path` that this one does not write are removed, so a reader
   never mixes the two.
+
+  `path` is local (`~` expanded) or any etils.epath directory such as gs://bucket/run/policy.
+  safetensors and tokenizers write only local files, so for a non-local `path` the files
+  are written into a local temporary directory and copied up through epath, each shard as
+  soon as it is written (one shard on local disk at a time); the bytes are the same.
+
+  With several processes every process calls this (each tensor is gathered
+  from all of them) and process 0 writes.
   """
+  if not multihost.is_main():
+    for _ in _hf_tensors(model):  # the other processes' part of each gather
+      pass
+    return
   max_bytes = parse_size(max_shard_size)
   sizes = _hf_sizes(model)
   shards = plan_shards(sizes, max_bytes)
   files = ([SINGLE_FILE] if len(shards) == 1
            else [_SHARD_FILE.format(i=i + 1, n=len(shards)) for i in range(len(shards))])
-  os.makedirs(path, exist_ok=True)
+  dest = config_lib.as_epath(path)
+  dest.mkdir(parents=True, exist_ok=True)
   keep = set(files) | ({INDEX_FILE} if len(shards) > 1 else set())
-  for name in os.listdir(path):
-    if _WEIGHT_FILE.fullmatch(name) and name not in keep:
-      os.remove(os.path.join(path, name))
+  for child in dest.iterdir():
+    if _WEIGHT_FILE.fullmatch(child.name) and child.name not in keep:
+      child.unlink()
+  local = config_lib.is_local_path(dest)
+  with (contextlib.nullcontext(os.fspath(dest)) if local
+        else tempfile.TemporaryDirectory(prefix="hicra_export_")) as out:
+    publish = (lambda: None) if local else functools.partial(_upload, out, dest)
+    _write_hf_files(model, config, out, publish, shards=shards, files=files, sizes=sizes,
+                    tokenizer=tokenizer)
+    publish()
+
+
+def _write_hf_files(model: Decoder, config: ModelConfig, out: str, publish, *,
+                    shards: list[list[str]], files: list[str], sizes: list[tuple[str, int]],
+                    tokenizer) -> None:
+  """save_pretrained's files, into the local directory `out`; publish() after each shard."""
   tensors = _hf_tensors(model)  # lazily: one shard's arrays on the host at a time
   weight_map, dtypes = {}, set()
   for shard, file in zip(shards, files):
     arrays = dict(next(tensors) for _ in shard)
     assert list(arrays) == shard  # the plan and the tensors walk the same schema order
     dtypes.update(a.dtype for a in arrays.values())
-    save_file(arrays, os.path.join(path, file), metadata={"format": "pt"})
+    save_file(arrays, os.path.join(out, file), metadata={"format": "pt"})
+    del arrays
+    publish()
     weight_map.update(dict.fromkeys(shard, file))
   if len(shards) > 1:
     index = {"metadata": {"total_size": sum(nbytes for _, nbytes in sizes)},
              "weight_map": dict(sorted(weight_map.items()))}
-    with open(os.path.join(path, INDEX_FILE), "w") as f:
+    with open(os.path.join(out, INDEX_FILE), "w") as f:
       json.dump(index, f, indent=2)
   hf_config = config.to_hf()
   hf_config["torch_dtype"] = ("bfloat16" if np.dtype(ml_dtypes.bfloat16) in dtypes
                               else "float32")
-  with open(os.path.join(path, "config.json"), "w") as f:
+  with open(os.path.join(out, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2)
   generation = generation_config(config, tokenizer)
   if generation:
-    with open(os.path.join(path, GENERATION_CONFIG_FILE), "w") as f:
+    with open(os.path.join(out, GENERATION_CONFIG_FILE), "w") as f:
       json.dump(generation, f, indent=2)
   if tokenizer is not None:
-    tokenizer.save_pretrained(path)
+    tokenizer.save_pretrained(out)

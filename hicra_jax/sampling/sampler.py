@@ -13,6 +13,11 @@ Large batches run in several calls of whole groups (`rows_per_call`, or sized
 from free memory). Randomness is per row: row r's token t is drawn with
 fold_in(fold_in(rng, t), r), r counted over the whole batch, so neither the
 split into calls nor the decode segments change a single token.
+
+Several processes (multi-host): every process passes the same prompts; the
+rows live on the devices the mesh gives them (`generate_arrays` returns the
+global arrays) and `generate` returns this process's rows only, with their
+`prompt_index`, so each host grades its own rows.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hicra_jax import sharding
+from hicra_jax import multihost, sharding
 from hicra_jax.models.decoder import Decoder, KVCache
 from hicra_jax.sampling.params import (FINISH_LENGTH, FINISH_STOP, Rollout, SamplingParams,
                                        prompts_as_lists)
@@ -187,13 +192,53 @@ class GenerationInterrupted(Exception):
   """`generate`'s `interrupt` callback returned True between two decode segments."""
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DeviceRollout:
+  """A batch's completions as global device arrays (rows split over the mesh's batch axes).
+
+  N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
+  tokens i32[N, T] (0 after a row's end); logprobs f32[N, T]; completion_mask
+  bool[N, T] (the stop token included); stopped bool[N] (ended on a stop token).
+  """
+
+  tokens: jax.Array
+  logprobs: jax.Array
+  completion_mask: jax.Array
+  stopped: jax.Array
+
+  @classmethod
+  def concatenate(cls, parts: Sequence[DeviceRollout]) -> DeviceRollout:
+    if len(parts) == 1:
+      return parts[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+
+  def to_host(self, n: int) -> Rollout:
+    """This process's rows (all rows with one process) as a host `Rollout`.
+
+    Only addressable shards are read; prompt_index holds the rows' prompts
+    in the whole batch.
+    """
+    rows, tokens = multihost.read_local_rows(self.tokens)
+    logprobs = multihost.read_local_rows(self.logprobs)[1]
+    mask = multihost.read_local_rows(self.completion_mask)[1]
+    stopped = multihost.read_local_rows(self.stopped)[1]
+    return Rollout(tokens=tokens, logprobs=logprobs, completion_mask=mask,
+                   lengths=mask.sum(axis=1).astype(np.int32),
+                   finish_reason=np.where(stopped, FINISH_STOP, FINISH_LENGTH),
+                   prompt_index=(rows // n).astype(np.int32))
+
+
+_all_stopped = jax.jit(jnp.all)  # a replicated scalar: readable on every process
+
+
 def kv_cache_bytes(model: Decoder, rows: int, slots: int) -> int:
   return KVCache.num_bytes(model.config, rows, slots, model.compute_dtype)
 
 
 def free_device_bytes(device=None) -> int | None:
   """Free memory of the device (host RAM for CPU); None when unknown."""
-  device = device or jax.devices()[0]
+  device = device or jax.local_devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   if stats and "bytes_limit" in stats:
     return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
@@ -244,15 +289,28 @@ def prompts_per_call(prompts: int, n: int, row_kv_bytes: int, *, shards: int = 1
 
 
 def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingParams,
-             rng: jax.Array, *, mesh=None, prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
-             memory_limit_bytes: int | None = None, interrupt: Callable[[], bool] | None = None,
-             segment_tokens: int = 256, rows_per_call: int | None = None) -> Rollout:
-  """Sample `params.n` completions for each prompt.
+             rng: jax.Array, **options) -> Rollout:
+  """Sample `params.n` completions for each prompt; host arrays.
+
+  `generate_arrays(...).to_host(params.n)`: the same arguments (see there).
+  With several processes the Rollout holds this process's rows only
+  (`prompt_index` names their prompts); with one, all N = P x n rows.
+  """
+  return generate_arrays(model, prompts, params, rng, **options).to_host(params.n)
+
+
+def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingParams,
+                    rng: jax.Array, *, mesh=None,
+                    prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
+                    memory_limit_bytes: int | None = None,
+                    interrupt: Callable[[], bool] | None = None, segment_tokens: int = 256,
+                    rows_per_call: int | None = None) -> DeviceRollout:
+  """Sample `params.n` completions for each prompt; global device arrays.
 
   Args:
     model: the policy (its mesh, if any, shards the batch; `mesh` here
       overrides it for this call).
-    prompts: P token-id lists of any lengths.
+    prompts: P token-id lists of any lengths (the same on every process).
     params: SamplingParams.
     rng: a jax PRNG key; the same key, prompts and params give the same
       rollout, however the rows are split into calls.
@@ -264,12 +322,13 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
       decode loop then runs in segments of that length; same results); when it
       returns True, `GenerationInterrupted` is raised. The trainer uses it so
       that SIGTERM does not wait for a long rollout. None: one decode call.
+      With several processes it must return the same value on every process.
     rows_per_call: the most rows a call holds (whole groups: rounded down to a
       multiple of n, at least n); None: sized from free device memory and the
       model's KV footprint (`prompts_per_call`). Each prompt is prefilled once.
 
   Returns:
-    Rollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
+    DeviceRollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
 
   Raises:
     GenerationInterrupted: `interrupt` returned True.
@@ -291,11 +350,13 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
                      f"whole groups), got {rows_per_call!r}")
   slots = length + params.max_new_tokens
   free = free_device_bytes() if memory_limit_bytes is None else memory_limit_bytes
+  if free is not None:  # every process must make the same calls
+    free = multihost.min_over_processes(free)
   per_call = prompts_per_call(len(prompts), params.n, kv_cache_bytes(model, 1, slots),
                               shards=shards, rows_per_call=rows_per_call, free_bytes=free)
   check_kv_memory(model, per_call * params.n, slots, shards=shards,
                   limit_bytes=memory_limit_bytes)
-  return Rollout.concatenate([
+  return DeviceRollout.concatenate([
       _generate_call(model, prompts[start:start + per_call], params, rng, length,
                      first_row=start * params.n, interrupt=interrupt,
                      segment_tokens=segment_tokens)
@@ -304,17 +365,15 @@ def generate(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
 
 def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingParams,
                    rng: jax.Array, length: int, *, first_row: int,
-                   interrupt: Callable[[], bool] | None, segment_tokens: int) -> Rollout:
+                   interrupt: Callable[[], bool] | None, segment_tokens: int) -> DeviceRollout:
   """One prefill + decode over `prompts` (left-padded to `length`); rows numbered from first_row."""
   mesh = model.mesh
   tokens = np.zeros((len(prompts), length), np.int32)
   mask = np.zeros((len(prompts), length), bool)
   for i, ids in enumerate(prompts):
     tokens[i, length - len(ids):], mask[i, length - len(ids):] = ids, True
-  tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
-  if mesh is not None:
-    tokens = jax.device_put(tokens, sharding.batch_sharding(mesh))
-    mask = jax.device_put(mask, sharding.batch_sharding(mesh))
+  rows_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+  tokens, mask = multihost.put(tokens, rows_sharding), multihost.put(mask, rows_sharding)
   stop_ids = params.resolved_stop_ids(model.config.eos_token_id)
   graphdef, state = nnx.split(model)
   stop_ids = jnp.asarray(stop_ids or (-1,), jnp.int32)
@@ -331,13 +390,9 @@ def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingPar
     until = min(until + segment, total)
     carry = _decode(graphdef, state, carry, *dynamic, jnp.int32(until), **static)
     if until < total:  # between segments: the host waits for this one, then checks
-      if np.asarray(carry.stopped).all():
+      if bool(_all_stopped(carry.stopped)):
         break
       if interrupt():
         raise GenerationInterrupted(f"generation interrupted after {until} of {total} tokens")
-  out_tokens, out_logprobs, out_mask, stopped = jax.device_get(
-      (carry.tokens, carry.logprobs, carry.mask, carry.stopped))
-  return Rollout(tokens=out_tokens, logprobs=out_logprobs, completion_mask=out_mask,
-                 lengths=out_mask.sum(axis=1).astype(np.int32),
-                 finish_reason=np.where(stopped, FINISH_STOP, FINISH_LENGTH),
-                 prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), params.n))
+  return DeviceRollout(tokens=carry.tokens, logprobs=carry.logprobs,
+                       completion_mask=carry.mask, stopped=carry.stopped)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from hicra_jax import sharding
+from hicra_jax import multihost, sharding
 from hicra_jax.sampling.sampler import bucket_length
 from hicra_jax.train import step as step_lib
 from hicra_jax.train.rollout import StepRollouts
@@ -45,16 +45,24 @@ class TokenCredit:
   advantages_NxT: jax.Array
 
 
-def token_credit(rollouts: StepRollouts, planner: Planner, options: CreditOptions
-                 ) -> TokenCredit:
+def _rows_on_mesh(x_N, mesh) -> jax.Array:
+  """A host array that every process holds in full, its rows split over the mesh's batch axes."""
+  return multihost.put(x_N, None if mesh is None else sharding.batch_sharding(mesh, x_N.ndim))
+
+
+def token_credit(rollouts: StepRollouts, planner: Planner, options: CreditOptions, *,
+                 mesh=None) -> TokenCredit:
   """Planning tokens of the rollouts and each token's advantage (dispatched, not awaited)."""
-  loss_mask_NxT = jnp.asarray(rollouts.loss_mask_NxT)
-  planning_NxT, sg_counts_NxZ = planner(jnp.asarray(rollouts.tokens_NxT), loss_mask_NxT)
+  loss_mask_NxT = rollouts.loss_mask_NxT
+  planning_NxT, sg_counts_NxZ = planner(rollouts.tokens_NxT, loss_mask_NxT)
   advantages_NxT = step_lib.token_advantages(
-      jnp.asarray(rollouts.rewards_N), planning_NxT, loss_mask_NxT, options.alpha,
+      _rows_on_mesh(rollouts.rewards_N, mesh), planning_NxT, loss_mask_NxT, options.alpha,
       algorithm=options.algorithm, group_size=options.group_size,
       estimator=options.estimator, scale=options.scale)
   return TokenCredit(loss_mask_NxT, planning_NxT, sg_counts_NxZ, advantages_NxT)
+
+
+_join_sequences = jax.jit(step_lib.join_sequences)
 
 
 def assemble_batch(rollouts: StepRollouts, credit: TokenCredit, *, group_size: int,
@@ -68,12 +76,14 @@ def assemble_batch(rollouts: StepRollouts, credit: TokenCredit, *, group_size: i
   """
   prompt_len = bucket_length(max(len(prompt) for prompt in rollouts.prompts),
                              tuple(prompt_buckets))
-  tokens_NxS, attention_NxS = step_lib.build_sequences(
-      rollouts.prompts, rollouts.tokens_NxT, rollouts.loss_mask_NxT, group_size, prompt_len)
-  tokens_NxS, attention_NxS = jnp.asarray(tokens_NxS), jnp.asarray(attention_NxS)
+  prompt_tokens_NxI, prompt_mask_NxI = step_lib.prompt_block(rollouts.prompts, group_size,
+                                                             prompt_len)
+  tokens_NxS, attention_NxS = _join_sequences(
+      _rows_on_mesh(prompt_tokens_NxI, mesh), _rows_on_mesh(prompt_mask_NxI, mesh),
+      rollouts.tokens_NxT, rollouts.loss_mask_NxT)
   sampler_logprobs_NxT = ref_logprobs_NxT = None
   if update_cfg.old_logprobs == "sampler":
-    sampler_logprobs_NxT = jnp.asarray(rollouts.logprobs_NxT)
+    sampler_logprobs_NxT = rollouts.logprobs_NxT
   if update_cfg.kl_coef:
     ref_logprobs_NxT, _ = step_lib.policy_logprobs(
         graphdef, ref_params, tokens_NxS, attention_NxS, jnp.float32(update_cfg.temperature),

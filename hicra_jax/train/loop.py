@@ -8,6 +8,12 @@ filtering), `batch` (planning masks, advantages, the update's `Batch`),
 (SIGTERM) and `checkpoint`. The run is reproducible: the PRNG key of step s is
 fold_in(base_key, s), the data stream's state and the curriculum stage are
 checkpointed, so a resumed run repeats exactly what the uninterrupted one does.
+
+Several processes run the same loop in lockstep: every decision (refill,
+curriculum, NaN guard, stop) is taken from global values or agreed with one
+small collective (`stopping`), the data stream is global (each process
+samples and grades the rows its devices hold), and only process 0 writes
+metrics and samples.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from hicra_jax import multihost
 from hicra_jax.data.datasets import ExampleStream
 from hicra_jax.sampling import GenerationInterrupted, SamplingParams
 from hicra_jax.train import batch as batch_lib
@@ -126,7 +133,8 @@ class Trainer:
     self.data = ExampleStream(components.examples, config.seed)
     self.stage = 0  # curriculum stage: index into rollout.max_new_tokens
     self.workdir = config.workdir
-    self.is_main = jax.process_index() == 0
+    self.mesh = getattr(components.model, "mesh", None)
+    self.is_main = multihost.is_main()
     self.checkpointer = Checkpointer(
         f"{self.workdir}/checkpoints", keep=config.checkpoint.keep,
         keep_best=config.checkpoint.keep_best, async_save=config.checkpoint.async_save)
@@ -135,6 +143,7 @@ class Trainer:
       self.writer = MetricWriter(self.workdir, tensorboard=config.log.tensorboard,
                                  wandb=config.log.wandb, run_config=dataclasses.asdict(config))
     self.signals = StopSignals()  # SIGTERM: stop at the next safe point (see run)
+    self._stopping = False
     self.last_eval_accuracy = None
     self.last_samples: list[dict[str, Any]] = []  # the last step's sample-log entries
 
@@ -144,7 +153,19 @@ class Trainer:
   def max_new_tokens(self) -> int:
     return self.config.rollout.max_new_tokens[self.stage]
 
+  def stopping(self) -> bool:
+    """Whether a stop signal reached any process: the same answer on every process.
+
+    With several processes this is one small collective, so every process
+    calls it at the same points (between decode segments, after a rollout,
+    after an update). Once True it stays True.
+    """
+    if not self._stopping:
+      self._stopping = multihost.any_process(self.signals.stop_requested)
+    return self._stopping
+
   def meta(self) -> dict[str, Any]:
+    multihost.check_same(self.data.get_state(), "the data stream's position")
     return {"data_state": self.data.get_state(), "curriculum_stage": self.stage,
             "config": dataclasses.asdict(self.config), "trie_npz_base64": encode_bytes(self.c.trie_bytes)}
 
@@ -179,7 +200,7 @@ class Trainer:
         prompt_buckets=self.config.rollout.prompt_buckets,
         segment_tokens=self.config.rollout.signal_check_tokens,
         rows_per_call=None if cap is None else max(cap, n),
-        tokenizer=self.c.tokenizer, interrupt=lambda: self.signals.stop_requested)
+        tokenizer=self.c.tokenizer, interrupt=self.stopping)
 
   def train_step(self) -> dict[str, Any]:
     """One RL step; returns the step's metrics (host floats), or {} when a signal
@@ -193,23 +214,24 @@ class Trainer:
                             temperature=self.config.rollout.temperature),
           self.data, key, self.c.reward_fn, group_size=self.group_size,
           prompts_per_step=self.prompts_per_step, dynamic_filter=self.config.filter.dynamic,
-          max_rounds=self.config.filter.max_rounds)
+          max_rounds=self.config.filter.max_rounds, mesh=self.mesh)
       time.sleep(float(os.environ.get(TEST_STEP_SLEEP_ENV, "0")))  # tests: a window to kill
     except GenerationInterrupted:  # a signal arrived mid-rollout: handled just below
-      if not self.signals.stop_requested:
+      if not self.stopping():
         raise
-    if self.signals.stop_requested:
+    if self.stopping():
       self.data.set_state(data_state)  # the abandoned step's prompts come again
       return {}
     t0 = time.perf_counter()
-    credit = batch_lib.token_credit(rollouts, self.c.planner, self.credit_options)
+    credit = batch_lib.token_credit(rollouts, self.c.planner, self.credit_options,
+                                    mesh=self.mesh)
     credit.advantages_NxT.block_until_ready()
     t1 = time.perf_counter()
     batch = batch_lib.assemble_batch(
         rollouts, credit, group_size=self.group_size,
         prompt_buckets=self.config.rollout.prompt_buckets, update_cfg=self.update_cfg,
         graphdef=self.graphdef, ref_params=self.c.ref_params,
-        mesh=getattr(self.c.model, "mesh", None))
+        mesh=self.mesh)
     lr = float(self.schedule(optimizer_count(self.state)))
     shuffle_key = jax.random.fold_in(key, SHUFFLE_STREAM)  # mini-batch order
     self.state, update_metrics = step_lib.update(self.state, batch, shuffle_key,
@@ -251,7 +273,7 @@ class Trainer:
     n = self.config.eval.samples
     key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), EVAL_STREAM)
     sampled = self._sample(examples, key, n=n, temperature=self.config.eval.temperature)
-    rewards, _ = safe_rewards(self.c.reward_fn, sampled.completions, sampled.texts, examples, n)
+    rewards, _ = rollout_lib.grade(sampled, examples, self.c.reward_fn, n)
     return {"eval_accuracy": float(np.mean(rewards >= 1.0)),
             "eval_reward_mean": float(rewards.mean())}
 
@@ -274,7 +296,7 @@ class Trainer:
       return {}
     step, total = int(self.state.step), self.config.num_steps
     every = self.config.eval.every
-    if every and (step % every == 0 or step == total) and not self.signals.stop_requested:
+    if every and (step % every == 0 or step == total) and not self.stopping():
       try:
         ev = self.evaluate()
       except GenerationInterrupted:
@@ -328,10 +350,11 @@ class Trainer:
           if progress is not None:
             progress.update(int(self.state.step), m)
           last = m
-          if self.signals.stop_requested:  # the update finished: it is logged and saved
+          if self.stopping():  # the update finished: it is logged and saved
             break
-        if self.signals.stop_requested:
-          logger.warning("signal %s: saving step %d and stopping", self.signals.signal,
+        if self.stopping():
+          logger.warning("signal %s%s: saving step %d and stopping", self.signals.signal,
+                         "" if self.signals.stop_requested else " (on another process)",
                          int(self.state.step))
           self.save(force=True)
       finally:

@@ -410,11 +410,15 @@ def plan_on_this_machine(config: RunConfig) -> MemoryPlan:
   if config.device_memory_gb > 0:
     device_bytes = int(config.device_memory_gb * GIB)
   else:
-    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    local = jax.local_devices()[0]  # another process's devices report no memory stats
+    stats = local.memory_stats() if hasattr(local, "memory_stats") else None
     if stats and "bytes_limit" in stats:
       device_bytes = int(stats["bytes_limit"])
   try:
     return memory_plan(config, read_model_config(config.model), devices=count,
                        device_bytes=device_bytes, platform=jax.default_backend())
   except ValueError as e:  # mesh sizes that do not cover the devices
-    raise config_lib.field_error("model.mesh", dataclasses.asdict(mesh), str(e)) from e
+    raise config_lib.field_error(
+        "model.mesh", dataclasses.asdict(mesh),
+        f"a mesh over the {count} devices of the run's {jax.process_count()} process(es): "
+        f"{e}") from e

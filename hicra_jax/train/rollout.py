@@ -3,7 +3,10 @@ prompt, grade them, and, with DAPO dynamic filtering, drop the groups whose
 rewards are all equal (zero advantage: no learning signal) and refill the batch
 from fresh prompts for up to `max_rounds` rounds.
 
-Rows of a prompt's group are contiguous: row i belongs to prompt i // G.
+Rows of a prompt's group are contiguous: row i belongs to prompt i // G. With
+several processes each grades the rows on its own devices; rewards are then
+gathered, and the kept groups' rows are taken out of the rounds' global arrays
+on device.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from hicra_jax import multihost, sharding
 from hicra_jax.data.datasets import ExampleStream
-from hicra_jax.sampling import Rollout, SamplingParams, generate
+from hicra_jax.sampling import (FINISH_LENGTH, FINISH_STOP, DeviceRollout, Rollout,
+                                SamplingParams, generate_arrays)
 
 logger = logging.getLogger("hicra_jax.train")
 
@@ -49,14 +55,27 @@ def safe_rewards(reward_fn: RewardFn, completions, texts, examples, group_size: 
 class Sampled:
   """The completions of P prompts, G = params.n each (N = P x G rows; T = max_new_tokens).
 
-  completions: each row's token ids without the stop token (what rewards read);
-  texts: their decoded text (None without a tokenizer).
+  prompts: all P prompts' ids. arrays: all N rows as global device arrays.
+  rollout: this process's rows as host arrays (all rows with one process;
+  whole groups, `rollout.prompt_index` names their prompts). completions:
+  those rows' token ids without the stop token (what rewards read); texts:
+  their decoded text (None without a tokenizer).
   """
 
   prompts: list[list[int]]
+  arrays: DeviceRollout
   rollout: Rollout
   completions: list[list[int]]
   texts: list[str] | None
+
+  def local_prompts(self, group_size: int) -> np.ndarray:
+    """i64[P_local]: the prompts whose rows this process holds, in row order."""
+    return self.rollout.prompt_index[::group_size].astype(np.int64)
+
+  def local_rows(self, group_size: int) -> np.ndarray:
+    """i64[N_local]: this process's rows in the whole batch (whole groups, sorted)."""
+    index = self.rollout.prompt_index.astype(np.int64)
+    return index * group_size + np.arange(len(index)) % group_size
 
 
 def sample(policy, examples: Sequence[Mapping[str, Any]], params: SamplingParams,
@@ -71,75 +90,63 @@ def sample(policy, examples: Sequence[Mapping[str, Any]], params: SamplingParams
       segments of `segment_tokens` tokens.
   """
   prompts = [list(e["prompt_ids"]) for e in examples]
-  rollout = generate(policy, prompts, params, key, prompt_buckets=tuple(prompt_buckets),
-                     interrupt=interrupt, segment_tokens=segment_tokens,
-                     rows_per_call=rows_per_call)
+  arrays = generate_arrays(policy, prompts, params, key, prompt_buckets=tuple(prompt_buckets),
+                           interrupt=interrupt, segment_tokens=segment_tokens,
+                           rows_per_call=rows_per_call)
+  rollout = arrays.to_host(params.n)
   completions = rollout.token_lists(include_stop=False)
   texts = None
   if tokenizer is not None:
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
-  return Sampled(prompts, rollout, completions, texts)
+  return Sampled(prompts, arrays, rollout, completions, texts)
 
 
-@dataclasses.dataclass(frozen=True)
-class Group:
-  """The G graded completions of one prompt (host arrays; T = max_new_tokens)."""
+def grade(sampled: Sampled, examples: Sequence[Mapping[str, Any]], reward_fn: RewardFn,
+          group_size: int) -> tuple[np.ndarray, int]:
+  """(rewards f32[N] of every row, failed gradings over all processes).
 
-  example: Mapping[str, Any]
-  prompt: list[int]
-  tokens_GxT: np.ndarray
-  logprobs_GxT: np.ndarray
-  completion_mask_GxT: np.ndarray
-  finish_G: np.ndarray
-  rewards_G: np.ndarray
-  texts: list[str] | None
-
-  @property
-  def informative(self) -> bool:
-    """Rewards differ within the group (equal rewards give every row zero advantage)."""
-    return float(self.rewards_G.max() - self.rewards_G.min()) > 0
-
-
-def groups_of(examples: Sequence[Mapping[str, Any]], sampled: Sampled, rewards_N: np.ndarray,
-              group_size: int) -> list[Group]:
-  """`sampled`'s rows cut into one `Group` per example."""
-  ro, g = sampled.rollout, group_size
-  out = []
-  for i, example in enumerate(examples):
-    rows = slice(i * g, (i + 1) * g)
-    out.append(Group(example, sampled.prompts[i], ro.tokens[rows], ro.logprobs[rows],
-                     ro.completion_mask[rows], ro.finish_reason[rows], rewards_N[rows],
-                     None if sampled.texts is None else sampled.texts[rows]))
-  return out
+  Each process grades its own rows; the rewards are then gathered, so every
+  process holds the same global vector.
+  """
+  local_examples = [examples[int(i)] for i in sampled.local_prompts(group_size)]
+  rewards, failures = safe_rewards(reward_fn, sampled.completions, sampled.texts,
+                                   local_examples, group_size)
+  rows = sampled.local_rows(group_size)
+  total_rows = len(sampled.prompts) * group_size
+  return (multihost.gather_rows(rows, rewards, total_rows),
+          int(multihost.sum_over_processes(failures)))
 
 
 @dataclasses.dataclass(frozen=True)
 class StepRollouts:
-  """One step's rollouts: exactly P groups of G rows (N = P x G), host arrays.
+  """One step's rollouts: exactly P groups of G rows (N = P x G).
 
-  The batch (P prompts, in the order the groups were kept):
-    examples, prompts: the P examples and their prompt ids.
-    tokens_NxT, logprobs_NxT, completion_mask_NxT: the sampler's completions.
-    finish_N: "stop" or "length"; rewards_N: f32; texts: N strings or None.
+  The batch (P prompts, in the order the groups were kept), the same on every process:
+    examples, prompts: the P examples and their prompt ids (host).
+    tokens_NxT, logprobs_NxT, completion_mask_NxT, loss_mask_NxT: global
+      device arrays (rows over the mesh's batch axes); loss_mask_NxT is the
+      completion tokens that enter the loss.
+    finish_N: "stop" or "length"; rewards_N: f32 (host).
     loss_rows_N: bool, False on the rows of groups that only fill the batch
       (too few informative groups after max_rounds): they carry no loss.
   Every row sampled this step, in all rounds (the step's accuracy, length
-  and truncation figures are over these):
+  and truncation figures are over these), host:
     all_rewards: f32[rounds x N]; all_finish: str[rounds x N];
     all_lengths: i32[rounds x N].
-  Counters: time_rollout_s / time_reward_s (summed over rounds),
-    reward_failures (gradings that failed or were not finite), generated_tokens,
-    filter_rounds (rounds used), kept_fraction (informative groups / sampled).
+  Counters: time_rollout_s / time_reward_s (summed over rounds, this
+    process's), reward_failures (gradings that failed or were not finite, all
+    processes), generated_tokens, filter_rounds (rounds used), kept_fraction
+    (informative groups / sampled).
   """
 
   examples: list[Mapping[str, Any]]
   prompts: list[list[int]]
-  tokens_NxT: np.ndarray
-  logprobs_NxT: np.ndarray
-  completion_mask_NxT: np.ndarray
+  tokens_NxT: jax.Array
+  logprobs_NxT: jax.Array
+  completion_mask_NxT: jax.Array
+  loss_mask_NxT: jax.Array
   finish_N: np.ndarray
   rewards_N: np.ndarray
-  texts: list[str] | None
   loss_rows_N: np.ndarray
   all_rewards: np.ndarray
   all_finish: np.ndarray
@@ -151,65 +158,101 @@ class StepRollouts:
   filter_rounds: int
   kept_fraction: float
 
-  @functools.cached_property
-  def loss_mask_NxT(self) -> np.ndarray:
-    """bool[N, T]: the completion tokens that enter the loss."""
-    return self.completion_mask_NxT & self.loss_rows_N[:, None]
+
+@dataclasses.dataclass(frozen=True)
+class _Round:
+  """One rollout round's global host view (N = P x G rows)."""
+
+  examples: list[Mapping[str, Any]]
+  prompts: list[list[int]]
+  arrays: DeviceRollout
+  rewards_N: np.ndarray
+  finish_N: np.ndarray
+  lengths_N: np.ndarray
+
+
+@functools.partial(jax.jit, static_argnames=("rows_sharding",))
+def _take_rows(rounds: tuple[DeviceRollout, ...], rows_N, loss_rows_N, *, rows_sharding=None):
+  """The batch's rows out of all rounds' rows (row r*N + i is round r's row i)."""
+  cat = DeviceRollout.concatenate(rounds)
+  take = lambda x: jnp.take(x, rows_N, axis=0)
+  tokens, logprobs, mask = take(cat.tokens), take(cat.logprobs), take(cat.completion_mask)
+  out = (tokens, logprobs, mask, mask & loss_rows_N[:, None])
+  if rows_sharding is not None:
+    out = tuple(jax.lax.with_sharding_constraint(x, rows_sharding) for x in out)
+  return out
 
 
 def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sampled],
             data: ExampleStream, key: jax.Array, reward_fn: RewardFn, *, group_size: int,
-            prompts_per_step: int, dynamic_filter: bool, max_rounds: int) -> StepRollouts:
+            prompts_per_step: int, dynamic_filter: bool, max_rounds: int,
+            mesh=None) -> StepRollouts:
   """Rollouts and rewards for one step, with dynamic filtering and refill.
+
+  Every decision (which groups are kept, whether to refill) is taken from
+  global values, so it is the same on every process.
 
   Args:
     sample_fn: (examples, key) -> their `Sampled` completions, group_size each.
     data: the prompt stream; each round takes prompts_per_step examples.
     key: the step's key (round r samples with fold_in(key, r)).
-    dynamic_filter: keep only informative groups, sampling up to max_rounds
-      rounds; without it one round is kept whole.
+    dynamic_filter: keep only informative groups (rewards not all equal),
+      sampling up to max_rounds rounds; without it one round is kept whole.
+    mesh: the batch's rows are split over its batch axes (None: no mesh).
   """
   g, p = group_size, prompts_per_step
+  n = g * p
   rounds = max_rounds if dynamic_filter else 1
-  kept: list[Group] = []
-  dropped: list[Group] = []
+  kept: list[tuple[int, int]] = []  # (round, prompt) of the kept groups, in order
+  dropped: list[tuple[int, int]] = []
+  done: list[_Round] = []
   time_rollout_s = time_reward_s = 0.0
-  failures = generated = 0
-  all_rewards, all_finish, all_lengths = [], [], []
-  used_rounds = 0
+  failures = 0
   for r in range(rounds):
-    used_rounds = r + 1
     examples = data.take(p)
     t0 = time.perf_counter()
     sampled = sample_fn(examples, jax.random.fold_in(key, r))
     t1 = time.perf_counter()
-    rewards_N, fails = safe_rewards(reward_fn, sampled.completions, sampled.texts, examples, g)
+    rewards_N, fails = grade(sampled, examples, reward_fn, g)
     t2 = time.perf_counter()
     time_rollout_s += t1 - t0
     time_reward_s += t2 - t1
     failures += fails
-    generated += int(sampled.rollout.lengths.sum())
-    all_rewards.append(rewards_N)
-    all_finish.append(sampled.rollout.finish_reason)
-    all_lengths.append(sampled.rollout.lengths)
-    for group in groups_of(examples, sampled, rewards_N, g):
-      (kept if (not dynamic_filter or group.informative) else dropped).append(group)
+    local = sampled.local_rows(g)
+    ro = sampled.rollout
+    lengths_N, stopped_N = multihost.gather_rows(
+        local, np.stack([ro.lengths, ro.finish_reason == FINISH_STOP], axis=1), n).T
+    done.append(_Round(examples, sampled.prompts, sampled.arrays, rewards_N,
+                       np.where(stopped_N.astype(bool), FINISH_STOP, FINISH_LENGTH),
+                       lengths_N.astype(np.int32)))
+    rewards_PxG = rewards_N.reshape(p, g)
+    for i in range(p):
+      informative = float(rewards_PxG[i].max() - rewards_PxG[i].min()) > 0
+      (kept if (not dynamic_filter or informative) else dropped).append((r, i))
     if len(kept) >= p:
       break
+  used_rounds = len(done)
   groups = kept[:p]
   kept_fraction = len(kept) / max(used_rounds * p, 1)
   # Not enough informative groups after max_rounds: fill with dropped ones,
   # which are masked out of the loss (zero advantage, no tokens).
   loss_rows_N = np.repeat(np.arange(p) < len(groups), g)
   groups += dropped[:p - len(groups)]
-  cat = lambda field: np.concatenate([getattr(group, field) for group in groups])
+  rows_N = np.concatenate([r * n + i * g + np.arange(g) for r, i in groups])
+  rows_sharding = None if mesh is None else sharding.batch_sharding(mesh, 2)
+  tokens, logprobs, mask, loss_mask = _take_rows(
+      tuple(rd.arrays for rd in done), rows_N.astype(np.int32), loss_rows_N,
+      rows_sharding=rows_sharding)
+  per_row = lambda field: np.concatenate(
+      [getattr(done[r], field)[i * g:(i + 1) * g] for r, i in groups])
+  all_lengths = np.concatenate([rd.lengths_N for rd in done])
   return StepRollouts(
-      examples=[group.example for group in groups], prompts=[group.prompt for group in groups],
-      tokens_NxT=cat("tokens_GxT"), logprobs_NxT=cat("logprobs_GxT"),
-      completion_mask_NxT=cat("completion_mask_GxT"), finish_N=cat("finish_G"),
-      rewards_N=cat("rewards_G"),
-      texts=None if groups[0].texts is None else [t for group in groups for t in group.texts],
-      loss_rows_N=loss_rows_N, all_rewards=np.concatenate(all_rewards),
-      all_finish=np.concatenate(all_finish), all_lengths=np.concatenate(all_lengths),
+      examples=[done[r].examples[i] for r, i in groups],
+      prompts=[done[r].prompts[i] for r, i in groups],
+      tokens_NxT=tokens, logprobs_NxT=logprobs, completion_mask_NxT=mask,
+      loss_mask_NxT=loss_mask, finish_N=per_row("finish_N"), rewards_N=per_row("rewards_N"),
+      loss_rows_N=loss_rows_N, all_rewards=np.concatenate([rd.rewards_N for rd in done]),
+      all_finish=np.concatenate([rd.finish_N for rd in done]), all_lengths=all_lengths,
       time_rollout_s=time_rollout_s, time_reward_s=time_reward_s, reward_failures=failures,
-      generated_tokens=generated, filter_rounds=used_rounds, kept_fraction=kept_fraction)
+      generated_tokens=int(all_lengths.sum()), filter_rounds=used_rounds,
+      kept_fraction=kept_fraction)

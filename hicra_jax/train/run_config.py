@@ -219,14 +219,9 @@ class RolloutConfig:
     check.int_tuple("prompt_buckets", expected="a tuple of positive ints")
     check.choice("old_logprobs", options.OLD_LOGPROBS)
     check.integer("signal_check_tokens", minimum=1)
-    value = self.rows_per_call  # a string on the command line, an int in Python
-    if isinstance(value, str) and value.strip().isdigit():
-      value = int(value)
-    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
-                            or value < self.group_size):
-      raise check.error("rows_per_call", f"'auto' or an int >= rollout.group_size = "
-                        f"{self.group_size} (a call holds whole groups)")
-    object.__setattr__(self, "rows_per_call", str(value))  # one type, as in the ConfigDict
+    check.auto_or_int("rows_per_call", minimum=self.group_size, expected=(
+        f"'auto' or an int >= rollout.group_size = {self.group_size} (a call holds whole "
+        "groups)"))
 
   @property
   def rows(self) -> int:
@@ -393,6 +388,42 @@ class LogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  """Several processes (hosts) in one run: the start-up of jax.distributed.
+
+  All "auto" (the default): JAX's own cluster detection (a TPU VM pod slice,
+  SLURM, Open MPI, the JAX_COORDINATOR_ADDRESS variable); without a cluster
+  the run stays one process. Each value may also be given explicitly.
+  """
+
+  SECTION: ClassVar[str] = "distributed"
+  coordinator_address: str = "auto"  # "host:port" of the coordinator (process 0), or "auto"
+  num_processes: str = "auto"  # processes in the run, or "auto"
+  process_id: str = "auto"  # this process's index in [0, num_processes), or "auto"
+  # A process whose peer died exits (non-zero, JAX's message) after about this long.
+  heartbeat_timeout_s: int = 100
+
+  def __post_init__(self):
+    check = FieldChecker(self)
+    address = check.string("coordinator_address")
+    host, _, port = address.rpartition(":")
+    if address != "auto" and not (host and port.isdigit() and 0 < int(port) < 65536):
+      raise check.error("coordinator_address", "'auto' or 'host:port' (port in 1..65535)")
+    count = check.auto_or_int("num_processes", minimum=1)
+    index = check.auto_or_int("process_id", minimum=0)
+    if count != "auto" and index != "auto" and int(index) >= int(count):
+      raise check.error("process_id", f"an int in [0, num_processes = {count})")
+    check.integer("heartbeat_timeout_s", minimum=1)
+
+  def initialize_kwargs(self) -> dict[str, Any]:
+    """`multihost.initialize`'s arguments ("auto" or an int each)."""
+    as_int = lambda v: v if v == "auto" else int(v)
+    return dict(coordinator_address=self.coordinator_address,
+                num_processes=as_int(self.num_processes), process_id=as_int(self.process_id),
+                heartbeat_timeout_s=self.heartbeat_timeout_s)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   """One training run: the top-level fields and one section per concern.
 
@@ -420,6 +451,7 @@ class RunConfig:
   eval: EvalConfig = section(EvalConfig)  # periodic evaluation
   checkpoint: CheckpointConfig = section(CheckpointConfig)  # Orbax checkpoints
   log: LogConfig = section(LogConfig)  # metrics, samples, TensorBoard, W&B
+  distributed: DistributedConfig = section(DistributedConfig)  # several processes (hosts)
 
   def __post_init__(self):
     check = FieldChecker(self)

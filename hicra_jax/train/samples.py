@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from hicra_jax import multihost
 from hicra_jax.train.rollout import StepRollouts
 
 
@@ -27,22 +29,29 @@ def planning_spans(ids: Sequence[int], planning_T: np.ndarray) -> list[list[int]
   return spans
 
 
+@jax.jit
+def _take_rows(arrays, rows):
+  return tuple(jnp.take(x, rows, axis=0) for x in arrays)
+
+
 def sample_log(rollouts: StepRollouts, planning_NxT: jax.Array, *, prompts: int,
                group_size: int, tokenizer=None) -> list[dict[str, Any]]:
   """Entries for the first sample of each of the first `prompts` prompts.
 
-  Only those rows of planning_NxT leave the device.
+  Only those rows leave the device (a collective with several processes: every
+  process calls it; process 0 writes the entries).
   """
   g = group_size
-  planning_PxT = np.asarray(planning_NxT[:prompts * g:g])
+  rows = np.arange(prompts) * g
+  tokens_PxT, mask_PxT, planning_PxT = multihost.tree_to_host(
+      _take_rows((rollouts.tokens_NxT, rollouts.completion_mask_NxT, planning_NxT), rows))
   out = []
   for i, planning_T in enumerate(planning_PxT):
-    row = i * g
-    length = int(rollouts.completion_mask_NxT[row].sum())
-    ids = rollouts.tokens_NxT[row, :length].tolist()
+    length = int(mask_PxT[i].sum())
+    ids = tokens_PxT[i, :length].tolist()
     spans = planning_spans(ids, planning_T)
     sample = {"example_id": rollouts.examples[i].get("id"),
-              "reward": float(rollouts.rewards_N[row])}
+              "reward": float(rollouts.rewards_N[rows[i]])}
     if tokenizer is not None:
       decode = lambda x: tokenizer.decode(x, skip_special_tokens=False)
       sample.update(prompt=decode(rollouts.prompts[i]), completion=decode(ids),

@@ -14,10 +14,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
-from hicra_jax import options
+from hicra_jax import multihost, options
 
 SCHEDULES = options.SCHEDULES
 
@@ -117,8 +119,15 @@ def create_train_state(model: nnx.Module, optimizer: optax.GradientTransformatio
   """(graphdef, TrainState) of a model; the graphdef is the static half."""
   graphdef, params = nnx.split(model)
   zero = lambda: jnp.zeros((), jnp.int32)  # distinct buffers: the state is donated
-  return graphdef, TrainState(params=params, opt_state=optimizer.init(params), step=zero(),
-                              consecutive_skips=zero(), total_skips=zero())
+  state = TrainState(params=params, opt_state=optimizer.init(params), step=zero(),
+                     consecutive_skips=zero(), total_skips=zero())
+  mesh = getattr(model, "mesh", None)
+  if mesh is not None:  # counters replicated over the mesh, as the update returns them
+    replicated = NamedSharding(mesh, PartitionSpec())
+    state = jax.tree_util.tree_map(
+        lambda x: multihost.put(np.asarray(x), replicated)
+        if isinstance(x.sharding, jax.sharding.SingleDeviceSharding) else x, state)
+  return graphdef, state
 
 
 def optimizer_count(state: TrainState) -> jax.Array:

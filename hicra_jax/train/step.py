@@ -107,29 +107,52 @@ class UpdateConfig:
 # ------------------------------------------------------------------ host side
 
 
+def prompt_block(prompts: Sequence[Sequence[int]], group_size: int,
+                 prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
+  """Host numpy: (tokens i32[N, prompt_len], mask bool[N, prompt_len]), N = P x group_size.
+
+  Row i is prompt i // group_size, left-padded to prompt_len.
+  """
+  n = len(prompts) * group_size
+  tokens = np.zeros((n, prompt_len), np.int32)
+  mask = np.zeros((n, prompt_len), bool)
+  for i, ids in enumerate(prompts):
+    if len(ids) > prompt_len:
+      raise ValueError(f"prompt {i} has {len(ids)} tokens > prompt_len {prompt_len}")
+    rows = slice(i * group_size, (i + 1) * group_size)
+    tokens[rows, prompt_len - len(ids):] = np.asarray(ids, np.int32)
+    mask[rows, prompt_len - len(ids):] = True
+  return tokens, mask
+
+
+def join_sequences(prompt_tokens_NxI, prompt_mask_NxI, completion_tokens_NxT,
+                   completion_mask_NxT):
+  """(tokens i32[N, S], attention bool[N, S]), S = I + T: each row's prompt, then its
+  completion with the padding (and every masked token) zeroed and not attended.
+
+  numpy in, numpy out; jax arrays in, jax arrays out (jittable).
+  """
+  xp = np if isinstance(completion_tokens_NxT, np.ndarray) else jnp
+  completion = xp.where(completion_mask_NxT, completion_tokens_NxT, 0).astype(xp.int32)
+  return (xp.concatenate([xp.asarray(prompt_tokens_NxI, xp.int32), completion], axis=1),
+          xp.concatenate([xp.asarray(prompt_mask_NxI, bool),
+                          xp.asarray(completion_mask_NxT, bool)], axis=1))
+
+
 def build_sequences(prompts: Sequence[Sequence[int]], completion_tokens: np.ndarray,
                     completion_mask: np.ndarray, group_size: int,
                     prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
   """Host numpy: (tokens i32[N, S], attention bool[N, S]) with S = prompt_len + T.
 
   Row i is prompt i // group_size left-padded to prompt_len, then the
-  completion (whose padding is masked out).
+  completion (whose padding is masked out): `prompt_block` + `join_sequences`.
   """
-  n, t = completion_tokens.shape
+  n = completion_tokens.shape[0]
   if n != len(prompts) * group_size:
     raise ValueError(f"{n} completion rows for {len(prompts)} prompts x group_size "
                      f"{group_size}; expected {len(prompts) * group_size}")
-  tokens = np.zeros((n, prompt_len + t), np.int32)
-  attention = np.zeros((n, prompt_len + t), bool)
-  for i, ids in enumerate(prompts):
-    if len(ids) > prompt_len:
-      raise ValueError(f"prompt {i} has {len(ids)} tokens > prompt_len {prompt_len}")
-    rows = slice(i * group_size, (i + 1) * group_size)
-    tokens[rows, prompt_len - len(ids):prompt_len] = np.asarray(ids, np.int32)
-    attention[rows, prompt_len - len(ids):prompt_len] = True
-  tokens[:, prompt_len:] = np.where(completion_mask, completion_tokens, 0)
-  attention[:, prompt_len:] = completion_mask
-  return tokens, attention
+  return join_sequences(*prompt_block(prompts, group_size, prompt_len),
+                        np.asarray(completion_tokens), np.asarray(completion_mask))
 
 
 # ---------------------------------------------------------------- device side
