@@ -33,6 +33,8 @@ from hicra_jax.commands import convert
 from hicra_jax.commands import extract_sgs
 from hicra_jax.commands import evaluate
 from hicra_jax.commands import generate
+from hicra_jax.commands import judge
+from hicra_jax.commands import report
 from hicra_jax.commands import train
 
 PROG = "hicra-jax"
@@ -53,6 +55,8 @@ class Command:
     run: does the work; returns None or an exit status.
     schema: the typed config whose source comments describe the fields in
       `--help` (None: the comments of `default_config`'s source).
+    positional: the top-level string field that positional arguments are
+      appended to, comma-separated ("": the command takes none).
   """
 
   help: str
@@ -60,17 +64,20 @@ class Command:
   validate: Callable[[config_lib.ConfigDict], Any]
   run: Callable[[Any], Any]
   schema: type | None = None
+  positional: str = ""
 
 
-# The one place where commands are registered (later: train, eval,
-# extract-sgs, report, convert, bench).
+# The one place where commands are registered (later: bench).
 COMMANDS: dict[str, Command] = {
     "generate": Command(generate.HELP, generate.get_config, generate.validate,
                         generate.run),
     "extract-sgs": Command(extract_sgs.HELP, extract_sgs.get_config,
                            extract_sgs.validate, extract_sgs.run),
     "eval": Command(evaluate.HELP, evaluate.get_config, evaluate.validate, evaluate.run),
+    "judge": Command(judge.HELP, judge.get_config, judge.validate, judge.run),
     "train": Command(train.HELP, train.get_config, train.validate, train.run, train.SCHEMA),
+    "report": Command(report.HELP, report.get_config, report.validate, report.run,
+                      report.SCHEMA, positional="runs"),
     "convert": Command(convert.HELP, convert.get_config, convert.validate, convert.run),
 }
 
@@ -101,9 +108,10 @@ def command_help(name: str) -> str:
   """Help for one command: usage, description, every field with its default and meaning."""
   rows = [(f"{field}: {value!r}", text) for field, value, text in describe_command(name)]
   width = min(max(len(left) for left, _ in rows), 44)
+  positional = COMMANDS[name].positional
   return "\n".join([
-      f"usage: {PROG} {name} [--config path.py[:arg]] "
-      "[--config.field=value ...] [absl flags]",
+      f"usage: {PROG} {name} " + (f"[{positional.upper()} ...] " if positional else "")
+      + "[--config path.py[:arg]] [--config.field=value ...] [absl flags]",
       "",
       COMMANDS[name].help,
       "",
@@ -138,7 +146,10 @@ def load_command_config(
   cmd = COMMANDS[name]
   config, rest = config_lib.parse_config_argv(
       argv, cmd.default_config, flag_values=flag_values)
-  if rest[1:]:
+  if rest[1:] and cmd.positional:  # e.g. `report RUN RUN`: appended to config.runs
+    given = config_lib.get_field(config, cmd.positional)
+    config[cmd.positional] = ",".join(([given] if given else []) + rest[1:])
+  elif rest[1:]:
     raise config_lib.ConfigError(
         f"unexpected positional arguments {rest[1:]!r}; expected only flags "
         "(--config path.py, --config.field=value)")

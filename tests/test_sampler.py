@@ -12,6 +12,7 @@ from scipy import stats
 
 from hicra_jax.models import (Decoder, ModelConfig, load_pretrained,
                               model_token_logprobs_and_entropy)
+from hicra_jax.sampling import generate_arrays
 from hicra_jax.sampling import (FINISH_LENGTH, FINISH_STOP, GenerationInterrupted, SamplingParams,
                                 generate, num_compilations)
 from hicra_jax.sampling import sampler as sampler_lib
@@ -179,18 +180,26 @@ def test_top_p_and_top_k_stay_inside_their_sets(tiny_model):
   assert len(set(top_k.tokens[:, 0].tolist())) == 3
 
 
-def test_logprobs_equal_teacher_forced_recomputation(tiny_model):
+def test_logprobs_and_raw_entropy_equal_teacher_forced_recomputation(tiny_model):
+  """Log-probs at the sampling temperature; the device rollout's entropy at temperature 1."""
   prompts = [[3, 4, 5, 6], [7], [8, 9]]
   temperature = 0.8
-  rollout = generate(tiny_model, prompts, SamplingParams(n=2, max_new_tokens=10,
-                                                         temperature=temperature),
-                     jax.random.key(5))
+  params = SamplingParams(n=2, max_new_tokens=10, temperature=temperature)
+  arrays = generate_arrays(tiny_model, prompts, params, jax.random.key(5))
+  rollout = arrays.to_host(params.n)
+  np.testing.assert_array_equal(rollout.tokens,
+                                generate(tiny_model, prompts, params, jax.random.key(5)).tokens)
+  entropy = np.asarray(arrays.entropy)
   for row, comp in enumerate(rollout.token_lists()):
     prompt = prompts[rollout.prompt_index[row]]
     seq = jnp.asarray([prompt + comp])
     lp, _ = model_token_logprobs_and_entropy(tiny_model, seq, temperature=temperature)
+    _, ent1 = model_token_logprobs_and_entropy(tiny_model, seq, temperature=1.0)
     np.testing.assert_allclose(rollout.logprobs[row, :len(comp)], np.asarray(lp)[0, len(prompt) - 1:],
                                rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(entropy[row, :len(comp)], np.asarray(ent1)[0, len(prompt) - 1:],
+                               rtol=1e-5, atol=1e-5)
+    assert (entropy[row, len(comp):] == 0).all()
 
 
 def test_stop_handling(tiny_model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import gzip
 import importlib.machinery
 import json
 import os
@@ -44,8 +45,9 @@ def _jsonl(path):
 
 
 def test_every_metric_key_is_in_the_jsonl_and_tensorboard_is_written(tmp_path):
-  trainer, _ = _trainer(tmp_path, num_steps=2, log__tensorboard=True, eval__every=2,
-                        data__eval_size=8, checkpoint__every=1, checkpoint__keep=1)
+  trainer, config = _trainer(tmp_path, num_steps=2, log__tensorboard=True, eval__every=2,
+                             data__eval_size=8, checkpoint__every=1, checkpoint__keep=1,
+                             log__dump_rollouts=True)
   try:
     trainer.run()
   finally:
@@ -54,6 +56,18 @@ def test_every_metric_key_is_in_the_jsonl_and_tensorboard_is_written(tmp_path):
   assert [r["step"] for r in records] == [1, 2]
   for key in STEP_KEYS:
     assert key in records[0], key
+  # Relative perplexity: normalized by the first logged step.
+  assert records[0]["rel_ppl_planning"] == records[0]["rel_ppl_execution"] == 1.0
+  for c in ("planning", "execution"):
+    np.testing.assert_allclose(records[1][f"rel_ppl_{c}"], np.exp(
+        records[1][f"log_ppl_{c}"] - records[0][f"log_ppl_{c}"]), rtol=1e-12)
+  # Every rollout of each step, gzip JSONL.
+  with gzip.open(tmp_path / "rollouts" / "step_000002.jsonl.gz", "rt") as f:
+    dump = [json.loads(line) for line in f]
+  assert len(dump) == config.rollout.rows
+  assert {"step", "example_id", "reward", "completion_ids", "planning_spans"} <= set(dump[0])
+  assert {d["step"] for d in dump} == {2}
+  assert [d["example_id"] for d in dump[::config.rollout.group_size]] == records[1]["example_ids"]
   assert "eval_accuracy" in records[1] and "eval_reward_mean" in records[1]
   samples = _jsonl(tmp_path / "samples.jsonl")
   assert samples and {"prompt_ids", "completion_ids", "reward", "planning_spans"} <= set(samples[0])

@@ -318,3 +318,39 @@ def test_bad_mini_batch_sizes_fail_clearly():
   with pytest.raises(ValueError, match=r"mini-batch of 4 rows .* micro_batches=3 .* = 6"):
     step_lib.update(state, _batch(), graphdef=graphdef, optimizer=OPT,
                     cfg=step_lib.UpdateConfig(mini_batches=2, micro_batches=3))
+
+
+@pytest.mark.parametrize("mini_batches", [1, 2])
+def test_temperature_1_diagnostics_are_the_raw_policy_s(mini_batches):
+  """entropy_t1* and log_ppl_* equal a naive T=1 forward pass; entropy_* stay at the
+  sampling temperature (0.6), from the same update, with and without a pre-pass."""
+  batch = _batch(seed=3)
+  graphdef, state = _state(SGD)
+  model = nnx.merge(graphdef, state.params)
+  logits = np.asarray(model(batch.tokens, batch.attention), np.float64)[:, PL - 1:-1]
+  targets = np.asarray(batch.tokens)[:, PL:]
+
+  def naive(temperature):
+    z = logits / temperature
+    logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(
+        -1, keepdims=True)
+    ent = -(np.exp(logp) * logp).sum(-1)
+    return np.take_along_axis(logp, targets[..., None], -1)[..., 0], ent
+
+  cm = np.asarray(batch.completion_mask)
+  plan = cm & np.asarray(batch.planning_mask)
+  execu = cm & ~plan
+  mean = lambda x, mask: float(x[mask].mean())
+  lp1, ent1 = naive(1.0)
+  _, ent06 = naive(0.6)
+  _, m = step_lib.update(state, batch, jax.random.key(0), graphdef=graphdef, optimizer=SGD,
+                         cfg=step_lib.UpdateConfig(micro_batches=2, temperature=0.6,
+                                                   mini_batches=mini_batches))
+  expected = {"entropy_t1": mean(ent1, cm), "entropy_t1_planning": mean(ent1, plan),
+              "entropy_t1_execution": mean(ent1, execu), "log_ppl_planning": mean(-lp1, plan),
+              "log_ppl_execution": mean(-lp1, execu), "entropy": mean(ent06, cm),
+              "entropy_planning": mean(ent06, plan)}
+  assert plan.sum() > 0
+  for key, value in expected.items():
+    np.testing.assert_allclose(float(m[key]), value, rtol=2e-5, err_msg=key)
+  assert abs(expected["entropy_t1"] - expected["entropy"]) > 1e-3  # the two differ

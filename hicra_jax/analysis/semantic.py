@@ -27,9 +27,12 @@ Conventions (ours; the paper gives none):
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Hashable, Iterable, Sequence
 
+import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from hicra_jax.planning.extract import WORD_RE
@@ -216,3 +219,148 @@ def sg_conditional_entropy_tokens(token_ids, planning_mask, *, n: int = 3,
   """H(next n token ids | SG token ids) in nats over all planning runs."""
   return conditional_entropy(sg_follow_pairs_tokens(
       token_ids, planning_mask, n=n, completion_mask=completion_mask))
+
+
+# ------------------------------------------------- token ids, on device
+
+
+_HASH_BASE = 0x9E3779B1  # odd, so invertible mod 2^32: B^k never wraps to 0
+
+
+def _fmix32(h):
+  """MurmurHash3's 32-bit finalizer: a bijection of uint32 that mixes all bits."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def sg_conditional_entropy_jax(token_ids_NxT, planning_NxT, completion_mask_NxT=None,
+                               *, n: int = 3):
+  """`sg_conditional_entropy_tokens` on device: jittable, static shapes, f32[].
+
+  H(Y | X) in nats, where each maximal run of planning tokens (planning &
+  completion mask, never crossing a row end) is one occurrence with
+  X = the run's token ids and Y = the n token ids right after the run's last
+  token; an occurrence counts only if those n positions lie in the same row
+  and inside the completion mask (same pairs as `sg_follow_pairs_tokens`).
+  From the empirical counts c_x, c_xy over the M valid occurrences,
+
+    H(Y | X) = H(X, Y) - H(X) = (1/M) sum_occurrences ln(c_x / c_xy)
+             = mean over occurrences of -ln p(y | x),
+
+  computed in that second form (a mean of non-negative terms, no
+  cancellation between two large entropies). 0.0 when M == 0; clamped >= 0.
+
+  Args:
+    token_ids_NxT: i32[N, T].
+    planning_NxT: bool[N, T] (`hicra_jax.planning.planning_mask`).
+    completion_mask_NxT: bool[N, T], or None for all positions valid.
+    n: tokens in the following n-gram (static).
+
+  Returns:
+    f32[] scalar.
+
+  Method (every array has the static size L = N * T, one slot per token):
+  a run starts where a token is planning and the previous one in its row is
+  not (row ends are breaks); a token's offset in its run is its index minus
+  the cumulative max of run-start indices. X is a 32-bit polynomial hash,
+  sum_i fmix32(tok_i) * B^i mod 2^32 over the run (B odd; uint32 products
+  and sums wrap), read at the run's last token as the difference of one
+  wrapping prefix sum and mixed with the run length. Y hashes the n shifted
+  token ids the same way. One 2-key `lax.sort` on (X, Y), with invalid slots
+  given X = 2^32 - 1 (valid X are clamped to 2^32 - 2) so the M valid pairs
+  come first, puts equal X and equal (X, Y) next to each other; each pair's
+  c_x and c_xy are its group's last minus first index (reverse cummin /
+  cummax of the boundaries). No scatter, no data-dependent shape.
+
+  Hash collisions (32-bit): two distinct SG runs are merged when their X
+  hashes coincide; two distinct (run, n-gram) pairs only when both their X
+  and Y hashes coincide (for the same run: the n-grams' Y hashes). With D
+  distinct values the expected number of colliding couples is about
+  D^2 / 2^33: ~1e-4 at D = 1,000, ~0.01 at D = 10,000, ~1 at D ~ 93,000
+  distinct SG runs in one batch (or ~93,000 distinct n-grams after one SG).
+  Merging two runs raises H(Y | X) by at most their share (c_x1 + c_x2) / M
+  times ln 2; merging two joint singletons lowers it by 2 ln 2 / M. SG runs
+  come from a fixed gram set, so realistic batches are far below the point
+  where this matters. Counts are float32, exact up to L = 2^24 slots (e.g.
+  512 x 32768).
+  """
+  if n < 1:
+    raise ValueError(f"n = {n!r}: expected an integer >= 1")
+  ids = jnp.asarray(token_ids_NxT)
+  if ids.ndim != 2:
+    raise ValueError(f"token_ids has shape {ids.shape}; expected [N, T]")
+  num_rows, t_len = ids.shape
+  length = num_rows * t_len
+  plan = jnp.asarray(planning_NxT, bool)
+  valid = (jnp.ones(ids.shape, bool) if completion_mask_NxT is None
+           else jnp.asarray(completion_mask_NxT, bool))
+  if plan.shape != ids.shape or valid.shape != ids.shape:
+    raise ValueError(f"token_ids {ids.shape}, planning {plan.shape} and "
+                     f"completion_mask {valid.shape} must all be [N, T]")
+  if length == 0:
+    return jnp.zeros((), jnp.float32)
+
+  tok = ids.reshape(-1).astype(jnp.int32)
+  valid = valid.reshape(-1)
+  plan = plan.reshape(-1) & valid
+  idx = jnp.arange(length, dtype=jnp.int32)
+  col = idx % t_len
+
+  def shift(x, k, fill):  # x[i + k], `fill` past the end (k > 0)
+    return jnp.concatenate([x[k:], jnp.full((min(k, length),), fill, x.dtype)])
+
+  prev_plan = jnp.concatenate([jnp.zeros((1,), bool), plan[:-1]]) & (col != 0)
+  next_plan = shift(plan, 1, False) & (col != t_len - 1)
+  starts = plan & ~prev_plan
+  last = plan & ~next_plan
+  start_pos = lax.cummax(jnp.where(starts, idx, 0))
+  offset = idx - start_pos  # position in the run; < T
+
+  # X: wrapping polynomial hash of the run, read at its last token.
+  base = jnp.full((max(t_len, n),), _HASH_BASE, jnp.uint32)
+  powers = jnp.concatenate([jnp.ones((1,), jnp.uint32),
+                            jnp.cumprod(base[:-1], dtype=jnp.uint32)])
+  terms = jnp.where(plan, _fmix32(tok.astype(jnp.uint32)) * powers[offset],
+                    jnp.uint32(0))
+  prefix = jnp.cumsum(terms, dtype=jnp.uint32)
+  run_sum = prefix - (prefix - terms)[start_pos]  # wraps mod 2^32
+  run_len = (offset + 1).astype(jnp.uint32)
+  x_hash = _fmix32(run_sum ^ _fmix32(run_len * jnp.uint32(0x27D4EB2F)))
+
+  # Y: hash of the n tokens after the run; the pair counts only if all n lie
+  # in the row and the completion mask.
+  ok = last & (col + n < t_len)
+  y_sum = jnp.zeros((length,), jnp.uint32)
+  for k in range(1, n + 1):
+    ok = ok & shift(valid, k, False)
+    y_sum = y_sum + _fmix32(shift(tok, k, 0).astype(jnp.uint32)) * powers[k - 1]
+  y_hash = _fmix32(y_sum ^ jnp.uint32(0x165667B1))
+  num_pairs = ok.sum(dtype=jnp.int32)
+
+  # Sort on (X, Y); invalid slots take X = 2^32 - 1, which valid X never
+  # takes (clamped to 2^32 - 2), so the M valid pairs come first.
+  top = jnp.uint32(0xFFFFFFFF)
+  x_key = jnp.where(ok, jnp.minimum(x_hash, top - jnp.uint32(1)), top)
+  y_key = jnp.where(ok, y_hash, top)
+  x_key, y_key = lax.sort((x_key, y_key), num_keys=2)
+
+  def changed(x):  # x[i] != x[i - 1], True at i = 0
+    return jnp.concatenate([jnp.ones((1,), bool), x[1:] != x[:-1]])
+
+  new_x = changed(x_key)
+  new_xy = new_x | changed(y_key)
+
+  def group_size(new):
+    first = lax.cummax(jnp.where(new, idx, 0))
+    ends = shift(new, 1, True)  # next element starts a group, or past the end
+    after_last = lax.cummin(jnp.where(ends, idx + 1, length), reverse=True)
+    return (after_last - first).astype(jnp.float32)
+
+  ratio = group_size(new_x) / group_size(new_xy)
+  nll = jnp.where(idx < num_pairs, jnp.log(ratio), 0.0)
+  h = nll.sum() / jnp.maximum(num_pairs, 1).astype(jnp.float32)
+  return jnp.where(num_pairs > 0, jnp.maximum(h, 0.0), 0.0)

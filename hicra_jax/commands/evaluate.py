@@ -25,7 +25,7 @@ from ml_collections import config_dict
 from hicra_jax import config as config_lib
 from hicra_jax import options
 from hicra_jax.commands.convert import restore_policy
-from hicra_jax.eval.benchmarks import resolve_source
+from hicra_jax.eval.benchmarks import check_specs
 
 HELP = "evaluate a policy on math benchmarks (avg@k, pass@k, strict \\boxed{} matching)"
 
@@ -88,18 +88,11 @@ def validate(config: config_lib.ConfigDict) -> config_lib.ConfigDict:
   if data_dir and not os.path.isdir(os.path.expanduser(data_dir)):
     raise config_lib.field_error("data_dir", data_dir, "'' or an existing folder")
   specs = config_lib.check_str_list(config, "benchmarks")
-  names = []
-  for i, spec in enumerate(specs):
-    try:
-      name, source = resolve_source(spec, os.path.expanduser(data_dir) or None)
-    except ValueError as e:
-      raise config_lib.ConfigError(f"config field 'benchmarks[{i}]' = {spec!r}: {e}",
-                                   field=f"benchmarks[{i}]", value=spec) from e
-    if not source.startswith("hf:") and not os.path.isfile(source):
-      raise config_lib.field_error(f"benchmarks[{i}]", spec, f"an existing file ({source!r})")
-    names.append(name)
-  if len(set(names)) != len(names):
-    raise config_lib.field_error("benchmarks", specs, "distinct benchmark names")
+  try:
+    check_specs(specs, os.path.expanduser(data_dir) or None)
+  except ValueError as e:
+    field = str(e).split(" = ", 1)[0]
+    raise config_lib.ConfigError(f"config field {e}", field=field, value=specs) from e
   config_lib.check_int(config, "limit", minimum=0)
   config_lib.check_int(config, "k", minimum=0)
   config_lib.check_float(config, "temperature", minimum=0.0)

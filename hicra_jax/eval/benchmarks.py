@@ -149,6 +149,28 @@ def resolve_source(spec: str, data_dir: str | None = None) -> tuple[str, str]:
   return name, hub
 
 
+def check_specs(specs: Sequence[str], data_dir: str | None = None) -> list[tuple[str, str]]:
+  """(name, source) of each spec; local sources must exist and names be distinct (no I/O
+  beyond file checks).
+
+  Raises:
+    ValueError: naming the index of the first bad spec ("benchmarks[i]").
+  """
+  out = []
+  for i, spec in enumerate(specs):
+    try:
+      name, source = resolve_source(spec, data_dir)
+    except ValueError as e:
+      raise ValueError(f"benchmarks[{i}] = {spec!r}: {e}") from e
+    if not source.startswith("hf:") and not os.path.isfile(source):
+      raise ValueError(f"benchmarks[{i}] = {spec!r}: expected an existing file ({source!r})")
+    out.append((name, source))
+  names = [name for name, _ in out]
+  if len(set(names)) != len(names):
+    raise ValueError(f"benchmarks = {list(specs)!r}: expected distinct benchmark names")
+  return out
+
+
 # ------------------------------------------------------------------ loading
 
 

@@ -33,7 +33,7 @@ from hicra_jax.eval.benchmarks import Benchmark
 from hicra_jax.eval.metrics import accuracy_metrics
 from hicra_jax.eval.report import BenchmarkResult, EvalReport, sample_record
 from hicra_jax.rewards import NO_ANSWER, GraderPool, get_reward, grade_batch, rewards_array
-from hicra_jax.sampling import SamplingParams, generate
+from hicra_jax.sampling import SamplingParams, generate_arrays
 
 logger = logging.getLogger("hicra_jax.eval")
 
@@ -70,7 +70,7 @@ class ModelSampler:
     template, instruction, system, chat_template_kwargs: prompt rendering (see
       `hicra_jax.data.encode_prompts`); the default instruction asks for step
       by step reasoning and a \\boxed{} answer.
-    generate_fn: replaces `hicra_jax.sampling.generate` (same signature).
+    generate_fn: replaces `generate_all_rows` (`hicra_jax.sampling.generate`'s signature).
     mesh: passed to `generate_fn`.
 
   Attributes:
@@ -109,7 +109,7 @@ class ModelSampler:
                              instruction=self.instruction or None, template=self.template,
                              chat_template_kwargs=self.chat_template_kwargs or None)
     params = SamplingParams.for_tokenizer(self.tokenizer, n=n, **self.params_kwargs)
-    generate_fn = self._generate or generate
+    generate_fn = self._generate or generate_all_rows
     rollout = generate_fn(self.model, prompts, params, jax.random.key(seed), mesh=self.mesh)
     expected = np.repeat(np.arange(len(prompts)), n)
     if not np.array_equal(np.asarray(rollout.prompt_index), expected):
@@ -118,6 +118,12 @@ class ModelSampler:
     return Samples(texts=list(rollout.texts(self.tokenizer)),
                    lengths=[int(x) for x in rollout.lengths],
                    finish_reasons=[str(x) for x in rollout.finish_reason])
+
+
+def generate_all_rows(model, prompts, params: SamplingParams, rng, **options):
+  """`generate`, with every row on every process (with several processes each one
+  grades all rows; one process: the same as `generate`)."""
+  return generate_arrays(model, prompts, params, rng, **options).to_host(params.n, all_rows=True)
 
 
 def model_sampler(model, tokenizer, **kwargs) -> ModelSampler:

@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hicra_jax import config as config_lib
+
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "report.md"
 SAMPLES_FILE = "samples.jsonl"
@@ -145,21 +147,21 @@ def sample_record(benchmark: str, example: Mapping[str, Any], sample_index: int,
 
 
 def write_report(report: EvalReport, out_dir: str) -> dict[str, str]:
-  """Writes report.md, summary.json and samples.jsonl into `out_dir` (created if needed).
+  """Writes report.md, summary.json and samples.jsonl into `out_dir` (created if needed;
+  local or any etils.epath directory such as gs://bucket/run/eval).
 
   Returns:
     {"markdown": path, "summary": path, "samples": path}.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {"markdown": os.path.join(out_dir, TABLE_FILE),
-           "summary": os.path.join(out_dir, SUMMARY_FILE),
-           "samples": os.path.join(out_dir, SAMPLES_FILE)}
-  with open(paths["markdown"], "w", encoding="utf-8") as f:
-    f.write(report.markdown())
-  with open(paths["summary"], "w", encoding="utf-8") as f:
-    json.dump(report.summary(), f, indent=2, ensure_ascii=False)
-    f.write("\n")
-  with open(paths["samples"], "w", encoding="utf-8") as f:
-    for record in report.samples:
-      f.write(json.dumps(record, ensure_ascii=False) + "\n")
+  out = config_lib.as_epath(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  texts = {"markdown": (TABLE_FILE, report.markdown()),
+           "summary": (SUMMARY_FILE, json.dumps(report.summary(), indent=2,
+                                                ensure_ascii=False) + "\n"),
+           "samples": (SAMPLES_FILE, "".join(json.dumps(record, ensure_ascii=False) + "\n"
+                                             for record in report.samples))}
+  paths = {}
+  for key, (name, text) in texts.items():
+    (out / name).write_text(text, encoding="utf-8")
+    paths[key] = os.fspath(out / name)
   return paths

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 
 
-@functools.partial(jax.jit, static_argnames=("chunk_size",))
+@functools.partial(jax.jit, static_argnames=("chunk_size", "raw"))
 def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=1.0, *,
-                               chunk_size: int = 512):
+                               chunk_size: int = 512, raw: bool = False):
   """log softmax(h W / temperature)[target] and the entropy of that distribution.
 
   Args:
@@ -21,9 +21,13 @@ def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=
       (usually the input shifted left by one).
     temperature: positive scalar (may be traced); logits are divided by it.
     chunk_size: rows of the flattened [N*T] axis processed at once (static).
+    raw: also return the raw policy's (temperature 1) log-probs and entropy,
+      from the same logits (static; diagnostics: a softmax more per chunk, no
+      second matmul).
 
   Returns:
-    (logprobs f32[N, T], entropy f32[N, T]) in nats.
+    (logprobs f32[N, T], entropy f32[N, T]) in nats; with raw, also
+    (raw_logprobs f32[N, T], raw_entropy f32[N, T]).
 
   Memory: the tokens are processed in chunks of `chunk_size` under
   `jax.checkpoint`, so forward and backward each hold one chunk of float32
@@ -41,23 +45,26 @@ def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=
   target_chunks = jnp.pad(targets_NxT.reshape(rows), (0, pad)).reshape(num_chunks, chunk_size)
   inv_temp = 1.0 / jnp.asarray(temperature, jnp.float32)
 
-  @jax.checkpoint
-  def chunk(hidden, targets):
-    """[chunk_size, D], i32[chunk_size] -> (logprobs, entropy) f32[chunk_size] each."""
-    logits = jnp.einsum("cd,dv->cv", hidden, head_DxV.astype(hidden.dtype),
-                        preferred_element_type=jnp.float32) * inv_temp
+  def scores(logits, targets):
     logp = logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
     target = jnp.take_along_axis(logp, targets[:, None], axis=-1)[:, 0]
-    entropy = -jnp.sum(jnp.exp(logp) * logp, axis=-1)
-    return target, entropy
+    return target, -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+  @jax.checkpoint
+  def chunk(hidden, targets):
+    """[chunk_size, D], i32[chunk_size] -> (logprobs, entropy[, raw ones]) f32[chunk_size] each."""
+    logits = jnp.einsum("cd,dv->cv", hidden, head_DxV.astype(hidden.dtype),
+                        preferred_element_type=jnp.float32)
+    out = scores(logits * inv_temp, targets)
+    if raw:
+      out += jax.lax.stop_gradient(scores(logits, targets))
+    return out
 
   def body(carry, xs):
     return carry, chunk(*xs)
 
-  _, (logprobs, entropy) = jax.lax.scan(body, None, (hidden_chunks, target_chunks))
-  logprobs = logprobs.reshape(-1)[:rows].reshape(n, t)
-  entropy = entropy.reshape(-1)[:rows].reshape(n, t)
-  return logprobs, entropy
+  _, outs = jax.lax.scan(body, None, (hidden_chunks, target_chunks))
+  return tuple(x.reshape(-1)[:rows].reshape(n, t) for x in outs)
 
 
 def model_token_logprobs_and_entropy(model, tokens_NxT, attention_mask=None, temperature=1.0, *,

@@ -96,6 +96,12 @@ def sample_token(logits_NxV, keys_N, temperature, top_p, min_p, *, top_k: int, g
   return tokens, jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
 
 
+def raw_entropy(logits_NxV) -> jax.Array:
+  """f32[N]: entropy (nats) of softmax(logits), the raw policy (temperature 1)."""
+  logp = jax.nn.log_softmax(logits_NxV.astype(jnp.float32), axis=-1)
+  return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
 _DECODE_STATIC = ("graphdef", "max_new_tokens", "top_k", "greedy", "use_top_p", "use_min_p")
 
 
@@ -106,7 +112,7 @@ class _DecodeState:
 
   step: i32[] next output position; rows: i32[N] each row's index in the
   whole batch (its sampling key); last: i32[N] last tokens; tokens, logprobs,
-  mask: [N, max_new_tokens] outputs so far; stopped: bool[N].
+  entropy (raw policy's), mask: [N, max_new_tokens] outputs so far; stopped: bool[N].
   """
 
   step: jax.Array
@@ -114,6 +120,7 @@ class _DecodeState:
   last: jax.Array
   tokens: jax.Array
   logprobs: jax.Array
+  entropy: jax.Array
   mask: jax.Array
   stopped: jax.Array
   cache: KVCache
@@ -149,11 +156,14 @@ def _prefill(graphdef, state, tokens_PxI, mask_PxI, first_row, stop_ids, rng, te
     cache = jax.lax.with_sharding_constraint(cache, sharding.kv_cache_sharding(model.config, mesh))
   rows = p * n
   rows_N = first_row + jnp.arange(rows, dtype=jnp.int32)
-  first, first_lp = sample(jnp.repeat(last_logits, n, axis=0), row_keys(rng, 0, rows_N))
+  row_logits = jnp.repeat(last_logits, n, axis=0)
+  first, first_lp = sample(row_logits, row_keys(rng, 0, rows_N))
   return _DecodeState(
       step=jnp.int32(1), rows=rows_N, last=first,
       tokens=jnp.zeros((rows, max_new_tokens), jnp.int32).at[:, 0].set(first),
       logprobs=jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_lp),
+      entropy=jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(
+          raw_entropy(row_logits)),
       mask=jnp.zeros((rows, max_new_tokens), bool).at[:, 0].set(True),
       stopped=jnp.isin(first, stop_ids), cache=cache)
 
@@ -182,6 +192,7 @@ def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, to
     return _DecodeState(
         step=c.step + 1, rows=c.rows, last=token, tokens=c.tokens.at[:, c.step].set(token),
         logprobs=c.logprobs.at[:, c.step].set(jnp.where(alive, logprob, 0.0)),
+        entropy=c.entropy.at[:, c.step].set(jnp.where(alive, raw_entropy(logits[:, 0]), 0.0)),
         mask=c.mask.at[:, c.step].set(alive),
         stopped=c.stopped | (alive & jnp.isin(token, stop_ids)), cache=cache)
 
@@ -198,12 +209,16 @@ class DeviceRollout:
   """A batch's completions as global device arrays (rows split over the mesh's batch axes).
 
   N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
-  tokens i32[N, T] (0 after a row's end); logprobs f32[N, T]; completion_mask
-  bool[N, T] (the stop token included); stopped bool[N] (ended on a stop token).
+  tokens i32[N, T] (0 after a row's end); logprobs f32[N, T]; entropy f32[N, T]:
+  the raw policy's (temperature 1) entropy of each sampled position's
+  distribution, 0 outside the mask (diagnostics at no extra forward pass);
+  completion_mask bool[N, T] (the stop token included); stopped bool[N]
+  (ended on a stop token).
   """
 
   tokens: jax.Array
   logprobs: jax.Array
+  entropy: jax.Array
   completion_mask: jax.Array
   stopped: jax.Array
 
@@ -213,16 +228,22 @@ class DeviceRollout:
       return parts[0]
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
 
-  def to_host(self, n: int) -> Rollout:
+  def to_host(self, n: int, *, all_rows: bool = False) -> Rollout:
     """This process's rows (all rows with one process) as a host `Rollout`.
 
     Only addressable shards are read; prompt_index holds the rows' prompts
-    in the whole batch.
+    in the whole batch. all_rows: every row on every process instead (a
+    collective with several processes).
     """
-    rows, tokens = multihost.read_local_rows(self.tokens)
-    logprobs = multihost.read_local_rows(self.logprobs)[1]
-    mask = multihost.read_local_rows(self.completion_mask)[1]
-    stopped = multihost.read_local_rows(self.stopped)[1]
+    if all_rows:
+      tokens, logprobs, mask, stopped = multihost.tree_to_host(
+          (self.tokens, self.logprobs, self.completion_mask, self.stopped))
+      rows = np.arange(len(stopped))
+    else:
+      rows, tokens = multihost.read_local_rows(self.tokens)
+      logprobs = multihost.read_local_rows(self.logprobs)[1]
+      mask = multihost.read_local_rows(self.completion_mask)[1]
+      stopped = multihost.read_local_rows(self.stopped)[1]
     return Rollout(tokens=tokens, logprobs=logprobs, completion_mask=mask,
                    lengths=mask.sum(axis=1).astype(np.int32),
                    finish_reason=np.where(stopped, FINISH_STOP, FINISH_LENGTH),
@@ -394,5 +415,5 @@ def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingPar
         break
       if interrupt():
         raise GenerationInterrupted(f"generation interrupted after {until} of {total} tokens")
-  return DeviceRollout(tokens=carry.tokens, logprobs=carry.logprobs,
+  return DeviceRollout(tokens=carry.tokens, logprobs=carry.logprobs, entropy=carry.entropy,
                        completion_mask=carry.mask, stopped=carry.stopped)

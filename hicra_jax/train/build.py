@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -15,6 +16,7 @@ from flax import nnx
 from hicra_jax import sharding
 from hicra_jax.data.datasets import attach_prompt_ids, load_rows
 from hicra_jax.data.prompts import stop_tokens
+from hicra_jax.eval.benchmarks import load_benchmarks
 from hicra_jax.models import Decoder, ModelConfig, load_pretrained, load_tokenizer
 from hicra_jax.models.paths import resolve_model
 from hicra_jax.planning import SGTrie, load_strategic_grams, planning_mask_and_counts
@@ -116,6 +118,10 @@ def build_components(config: RunConfig) -> Components:
   logger.info("model %s: %.1fM params (%s); %d training + %d eval examples; algorithm %s",
               config.model.path, num_params / 1e6, config.model.dtype,
               len(examples) - eval_size, eval_size, config.algorithm)
+  ev = config.eval
+  benchmarks = load_benchmarks(list(ev.benchmarks), data_dir=os.path.expanduser(ev.data_dir)
+                               or None, limit=ev.limit) if ev.benchmarks else []
   return Components(model=model, examples=examples[eval_size:], eval_examples=examples[:eval_size],
                     reward_fn=reward_fn, planner=planner, tokenizer=tokenizer, stop_ids=stop_ids,
-                    trie_bytes=trie_bytes, ref_params=ref_params, model_config=model_config)
+                    trie_bytes=trie_bytes, ref_params=ref_params, model_config=model_config,
+                    benchmarks=benchmarks)

@@ -31,6 +31,8 @@ from flax import nnx
 
 from hicra_jax import multihost
 from hicra_jax.data.datasets import ExampleStream
+from hicra_jax.eval import harness
+from hicra_jax.eval import report as eval_report
 from hicra_jax.sampling import GenerationInterrupted, SamplingParams
 from hicra_jax.train import batch as batch_lib
 from hicra_jax.train import rollout as rollout_lib
@@ -74,6 +76,7 @@ class Components:
   the sample log and text rewards. stop_ids: the sampler's stop tokens.
   trie_bytes: the SG trie saved with checkpoints (b"" when the planner is not
   a trie). ref_params: optional frozen reference params for the KL term.
+  benchmarks: loaded benchmarks for avg@k / pass@k at eval steps.
   """
 
   model: Any
@@ -86,6 +89,7 @@ class Components:
   trie_bytes: bytes = b""
   ref_params: Any = None
   model_config: Any = None
+  benchmarks: Sequence[Any] = ()  # `hicra_jax.eval.Benchmark`s evaluated at eval steps
 
 
 def optimizer_config(o: OptimConfig, *, total_steps: int) -> OptimizerConfig:
@@ -142,10 +146,13 @@ class Trainer:
     if self.is_main:
       self.writer = MetricWriter(self.workdir, tensorboard=config.log.tensorboard,
                                  wandb=config.log.wandb, run_config=dataclasses.asdict(config))
+      self.writer.write_config(dataclasses.asdict(config))  # workdir/config.json (report labels)
     self.signals = StopSignals()  # SIGTERM: stop at the next safe point (see run)
     self._stopping = False
     self.last_eval_accuracy = None
     self.last_samples: list[dict[str, Any]] = []  # the last step's sample-log entries
+    # log_ppl_* of the run's first logged step: rel_ppl_* divides by it.
+    self.reference_log_ppl: dict[str, float] | None = None
 
   # ------------------------------------------------------------ checkpoints
 
@@ -167,7 +174,9 @@ class Trainer:
   def meta(self) -> dict[str, Any]:
     multihost.check_same(self.data.get_state(), "the data stream's position")
     return {"data_state": self.data.get_state(), "curriculum_stage": self.stage,
-            "config": dataclasses.asdict(self.config), "trie_npz_base64": encode_bytes(self.c.trie_bytes)}
+            "config": dataclasses.asdict(self.config),
+            "trie_npz_base64": encode_bytes(self.c.trie_bytes),
+            "reference_log_ppl": self.reference_log_ppl}
 
   def save(self, *, force: bool = False) -> None:
     step = int(self.state.step)
@@ -182,6 +191,7 @@ class Trainer:
     self.state, self.base_key = state, key
     self.data.set_state(meta["data_state"])
     self.stage = int(meta["curriculum_stage"])
+    self.reference_log_ppl = meta.get("reference_log_ppl")
     return int(self.state.step)
 
   # ------------------------------------------------------------------ steps
@@ -227,6 +237,10 @@ class Trainer:
                                     mesh=self.mesh)
     credit.advantages_NxT.block_until_ready()
     t1 = time.perf_counter()
+    log = self.config.log
+    dynamics = step_metrics.dynamics(rollouts, credit.planning_NxT, credit.sg_counts_NxZ,
+                                     fork_quantile=log.fork_quantile,
+                                     follow_ngram=log.follow_ngram)  # runs beside the update
     batch = batch_lib.assemble_batch(
         rollouts, credit, group_size=self.group_size,
         prompt_buckets=self.config.rollout.prompt_buckets, update_cfg=self.update_cfg,
@@ -240,16 +254,25 @@ class Trainer:
     update_metrics = {k: float(v) for k, v in jax.device_get(update_metrics).items()}
     t2 = time.perf_counter()
     m = step_metrics.step_metrics(
-        update_metrics, rollouts, credit.sg_counts_NxZ, group_size=self.group_size,
+        update_metrics, rollouts, dynamics, group_size=self.group_size,
         learning_rate=lr, max_new_tokens=self.max_new_tokens,
         skipped_updates=int(self.state.total_skips),
         consecutive_skips=int(self.state.consecutive_skips),
         time_masks_s=t1 - t0, time_update_s=t2 - t1)
+    if self.reference_log_ppl is None:  # the first logged step (kept in checkpoints)
+      self.reference_log_ppl = {k: m[k] for k in ("log_ppl_planning", "log_ppl_execution")}
+    m.update(step_metrics.relative_perplexity(m, self.reference_log_ppl))
     self._advance_curriculum(m["truncation_rate"])
     m.update(step_metrics.step_rate(time.perf_counter() - t_start, rollouts.generated_tokens))
     self.last_samples = samples_lib.sample_log(
         rollouts, credit.planning_NxT, group_size=self.group_size, tokenizer=self.c.tokenizer,
         prompts=min(self.config.log.samples_per_step, self.prompts_per_step))
+    if log.dump_rollouts:  # every row (a collective with several processes)
+      entries = samples_lib.rollout_entries(rollouts, credit.planning_NxT,
+                                            group_size=self.group_size,
+                                            tokenizer=self.c.tokenizer)
+      if self.is_main:
+        samples_lib.write_rollout_dump(self.workdir, int(self.state.step), entries)
     return m
 
   def _advance_curriculum(self, truncation: float) -> None:
@@ -262,20 +285,50 @@ class Trainer:
                   self.config.rollout.truncation_threshold, self.max_new_tokens)
 
   def evaluate(self) -> dict[str, float]:
-    """Accuracy (reward >= 1) and mean reward on the held-out examples.
+    """Accuracy (reward >= 1) and mean reward on the held-out examples, and avg@k /
+    pass@k on the configured benchmarks (`evaluate_benchmarks`).
 
     Each example gets `config.eval.samples` completions (default 1); both
     figures are means over all of them.
     """
+    out = self.evaluate_benchmarks()
     examples = list(self.c.eval_examples)
     if not examples:
-      return {}
+      return out
     n = self.config.eval.samples
     key = jax.random.fold_in(jax.random.fold_in(self.base_key, int(self.state.step)), EVAL_STREAM)
     sampled = self._sample(examples, key, n=n, temperature=self.config.eval.temperature)
     rewards, _ = rollout_lib.grade(sampled, examples, self.c.reward_fn, n)
-    return {"eval_accuracy": float(np.mean(rewards >= 1.0)),
+    return {**out, "eval_accuracy": float(np.mean(rewards >= 1.0)),
             "eval_reward_mean": float(rewards.mean())}
+
+  def evaluate_benchmarks(self) -> dict[str, float]:
+    """eval_<benchmark>_avg_at_k and eval_<benchmark>_pass_at_k (k = eval.samples) of the
+    current policy, through the eval harness (the paper's protocol at eval.temperature).
+
+    Process 0 writes the full report (table, summary.json, per-sample JSONL)
+    to workdir/eval/step_XXXXXX/. A stop signal abandons it between decode segments.
+    """
+    if not self.c.benchmarks:
+      return {}
+    ev, step = self.config.eval, int(self.state.step)
+    generate_fn = functools.partial(harness.generate_all_rows, interrupt=self.stopping,
+                                    segment_tokens=self.config.rollout.signal_check_tokens)
+    sampler = harness.ModelSampler(self.policy(), self.c.tokenizer, temperature=ev.temperature,
+                                   max_new_tokens=self.max_new_tokens,
+                                   template=self.config.data.template, generate_fn=generate_fn)
+    report = harness.evaluate(
+        self.c.benchmarks, sampler, label=f"step {step}", k=ev.samples, reward=ev.reward,
+        seed=self.config.seed + step, rows_per_batch=max(
+            self.config.rollout.max_rows_per_call or self.config.rollout.rows, ev.samples),
+        grading_timeout_s=self.config.reward.timeout_s)
+    if self.is_main:
+      eval_report.write_report(report, os.path.join(self.workdir, "eval", f"step_{step:06d}"))
+    out = {}
+    for r in report.results:
+      out[f"eval_{r.name}_avg_at_k"] = r.avg_at_k
+      out[f"eval_{r.name}_pass_at_k"] = r.pass_at_k[str(ev.samples)]
+    return out
 
   # -------------------------------------------------------------------- run
 

@@ -28,13 +28,18 @@ from hicra_jax.train.run_config import WandbConfig
 
 logger = logging.getLogger("hicra_jax.train")
 
+CONFIG_FILE = "config.json"
+
 # Every key the trainer writes to metrics.jsonl after a step (tests check them).
 STEP_KEYS = (
     "step", "reward_mean", "accuracy", "response_length_mean", "response_length_max",
     "truncation_rate", "loss", "grad_norm", "learning_rate", "clip_frac", "clip_frac_low",
     "clip_frac_high", "approx_kl", "entropy", "entropy_planning", "entropy_execution",
-    "log_ppl_planning", "log_ppl_execution", "planning_token_ratio", "advantage_planning",
-    "advantage_execution", "semantic_entropy", "time_rollout_s", "time_reward_s",
+    "entropy_t1", "entropy_t1_planning", "entropy_t1_execution", "log_ppl_planning",
+    "log_ppl_execution", "rel_ppl_planning", "rel_ppl_execution", "planning_token_ratio",
+    "advantage_planning", "advantage_execution", "semantic_entropy", "sg_conditional_entropy",
+    "fork_top_entropy_planning_fraction", "fork_planning_top_entropy_fraction",
+    "time_rollout_s", "time_reward_s",
     "time_masks_s", "time_update_s", "time_step_s", "tokens_per_s", "reward_failures",
     "skipped_updates", "consecutive_skips", "max_new_tokens", "filter_rounds",
     "kept_groups_fraction", "masked_groups", "example_ids",
@@ -182,6 +187,7 @@ class MetricWriter:
                wandb: WandbConfig | None = None, run_config: Mapping[str, Any] | None = None):
     root = config_lib.as_epath(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    self.root = root
     self.path = str(root / "metrics.jsonl")
     self.sample_path = str(root / "samples.jsonl")
     self._file = _LineFile(root / "metrics.jsonl")
@@ -202,6 +208,11 @@ class MetricWriter:
       self._tensorboard(add)
     if self._wandb is not None:
       self._wandb.write(step, scalars)
+
+  def write_config(self, run_config: Mapping[str, Any]) -> None:
+    """Writes the run's config to workdir/config.json (replaced on resume)."""
+    (self.root / CONFIG_FILE).write_text(
+        json.dumps(run_config, indent=2, sort_keys=True, default=str) + "\n")
 
   def write_samples(self, step: int, samples: list[Mapping[str, Any]]) -> None:
     if samples:

@@ -123,9 +123,10 @@ class StepRollouts:
 
   The batch (P prompts, in the order the groups were kept), the same on every process:
     examples, prompts: the P examples and their prompt ids (host).
-    tokens_NxT, logprobs_NxT, completion_mask_NxT, loss_mask_NxT: global
-      device arrays (rows over the mesh's batch axes); loss_mask_NxT is the
-      completion tokens that enter the loss.
+    tokens_NxT, logprobs_NxT, entropy_NxT, completion_mask_NxT, loss_mask_NxT:
+      global device arrays (rows over the mesh's batch axes); entropy_NxT is
+      the raw policy's token entropy at sampling (`DeviceRollout`);
+      loss_mask_NxT is the completion tokens that enter the loss.
     finish_N: "stop" or "length"; rewards_N: f32 (host).
     loss_rows_N: bool, False on the rows of groups that only fill the batch
       (too few informative groups after max_rounds): they carry no loss.
@@ -143,6 +144,7 @@ class StepRollouts:
   prompts: list[list[int]]
   tokens_NxT: jax.Array
   logprobs_NxT: jax.Array
+  entropy_NxT: jax.Array
   completion_mask_NxT: jax.Array
   loss_mask_NxT: jax.Array
   finish_N: np.ndarray
@@ -176,8 +178,9 @@ def _take_rows(rounds: tuple[DeviceRollout, ...], rows_N, loss_rows_N, *, rows_s
   """The batch's rows out of all rounds' rows (row r*N + i is round r's row i)."""
   cat = DeviceRollout.concatenate(rounds)
   take = lambda x: jnp.take(x, rows_N, axis=0)
-  tokens, logprobs, mask = take(cat.tokens), take(cat.logprobs), take(cat.completion_mask)
-  out = (tokens, logprobs, mask, mask & loss_rows_N[:, None])
+  mask = take(cat.completion_mask)
+  out = (take(cat.tokens), take(cat.logprobs), take(cat.entropy), mask,
+         mask & loss_rows_N[:, None])
   if rows_sharding is not None:
     out = tuple(jax.lax.with_sharding_constraint(x, rows_sharding) for x in out)
   return out
@@ -240,7 +243,7 @@ def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sample
   groups += dropped[:p - len(groups)]
   rows_N = np.concatenate([r * n + i * g + np.arange(g) for r, i in groups])
   rows_sharding = None if mesh is None else sharding.batch_sharding(mesh, 2)
-  tokens, logprobs, mask, loss_mask = _take_rows(
+  tokens, logprobs, entropy, mask, loss_mask = _take_rows(
       tuple(rd.arrays for rd in done), rows_N.astype(np.int32), loss_rows_N,
       rows_sharding=rows_sharding)
   per_row = lambda field: np.concatenate(
@@ -249,7 +252,7 @@ def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sample
   return StepRollouts(
       examples=[done[r].examples[i] for r, i in groups],
       prompts=[done[r].prompts[i] for r, i in groups],
-      tokens_NxT=tokens, logprobs_NxT=logprobs, completion_mask_NxT=mask,
+      tokens_NxT=tokens, logprobs_NxT=logprobs, entropy_NxT=entropy, completion_mask_NxT=mask,
       loss_mask_NxT=loss_mask, finish_N=per_row("finish_N"), rewards_N=per_row("rewards_N"),
       loss_rows_N=loss_rows_N, all_rewards=np.concatenate([rd.rewards_N for rd in done]),
       all_finish=np.concatenate([rd.finish_N for rd in done]), all_lengths=all_lengths,

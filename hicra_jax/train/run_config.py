@@ -328,13 +328,28 @@ class EvalConfig:
   SECTION: ClassVar[str] = "eval"
   every: int = 0  # steps (0: never)
   temperature: float = 0.6  # sampling temperature of the evaluation (paper: 0.6)
-  samples: int = 1  # completions per held-out prompt (accuracy = mean over all of them)
+  samples: int = 1  # completions per prompt (k of avg@k and pass@k for the benchmarks)
+  # Benchmarks evaluated at eval steps (avg@k and pass@k, k = samples), as for
+  # `hicra-jax evaluate`: names found under data_dir, "name=path.jsonl" or "name=hf:...";
+  # on the command line --config.eval.benchmarks="('math500', 'aime24')".
+  benchmarks: tuple[str, ...] = ()
+  data_dir: str = ""  # folder with <name>/<name>_test.jsonl files ("": defaults)
+  limit: int = 0  # problems per benchmark (0: all)
+  reward: str = "math_strict"  # grading of the benchmarks (the paper's strict boxed answer)
 
   def __post_init__(self):
     check = FieldChecker(self)
     check.integer("every", minimum=0)
     check.number("temperature", minimum=1e-6)
     check.integer("samples", minimum=1)
+    benchmarks = self.benchmarks
+    if (not isinstance(benchmarks, (tuple, list))
+        or not all(isinstance(b, str) and b for b in benchmarks)):
+      raise check.error("benchmarks", "a tuple of benchmark specs (strings)")
+    object.__setattr__(self, "benchmarks", tuple(benchmarks))
+    check.string("data_dir", empty=True)
+    check.integer("limit", minimum=0)
+    check.string("reward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,12 +394,20 @@ class LogConfig:
   SECTION: ClassVar[str] = "log"
   tensorboard: bool = True  # also write TensorBoard event files
   samples_per_step: int = 2  # completions per step in samples.jsonl
+  # Every rollout of a step (example id, completion, reward, planning spans) to
+  # workdir/rollouts/step_XXXXXX.jsonl.gz, for offline analysis (`hicra-jax judge`).
+  dump_rollouts: bool = False
+  fork_quantile: float = 0.2  # fork tokens: the top share of tokens by entropy (80/20 paper)
+  follow_ngram: int = 3  # sg_conditional_entropy: tokens in the n-gram that follows an SG
   wandb: WandbConfig = section(WandbConfig)  # Weights & Biases: project "" = off
 
   def __post_init__(self):
     check = FieldChecker(self)
     check.boolean("tensorboard")
     check.integer("samples_per_step", minimum=0)
+    check.boolean("dump_rollouts")
+    check.number("fork_quantile", minimum=1e-6, maximum=1.0)
+    check.integer("follow_ngram", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -557,6 +580,22 @@ def check_environment(config: RunConfig) -> None:
   if reward != SYNTHETIC_REWARD and reward not in REWARDS:
     raise config_lib.field_error("reward.name", reward,
                                  f"one of {sorted(REWARDS) + [SYNTHETIC_REWARD]}")
+  ev = config.eval
+  if ev.reward not in REWARDS:
+    raise config_lib.field_error("eval.reward", ev.reward, f"one of {sorted(REWARDS)}")
+  if ev.benchmarks:
+    data_dir = os.path.expanduser(ev.data_dir) or None
+    if data_dir and not os.path.isdir(data_dir):
+      raise config_lib.field_error("eval.data_dir", ev.data_dir, "'' or an existing folder")
+    from hicra_jax.eval.benchmarks import check_specs  # pylint: disable=import-outside-toplevel
+    try:
+      check_specs(ev.benchmarks, data_dir)
+    except ValueError as e:
+      raise config_lib.ConfigError(f"config field eval.{e}", field="eval.benchmarks",
+                                   value=ev.benchmarks) from e
+    if config.model.path == RANDOM_MODEL:
+      raise config_lib.field_error("eval.benchmarks", ev.benchmarks,
+                                   "() for the random model (benchmarks need a tokenizer)")
   project = config.log.wandb.project
   if project and importlib.util.find_spec("wandb") is None:
     raise config_lib.field_error("log.wandb.project", project, "the wandb package (pip install "

@@ -174,8 +174,9 @@ def merge_micro_batches(x):
 
 
 def completion_logprobs(model, tokens_NxS, attention_NxS, num_completion: int,
-                        temperature=1.0):
-  """(log-probs f32[N, T], entropies f32[N, T]) of the T completion tokens.
+                        temperature=1.0, *, raw: bool = False):
+  """(log-probs f32[N, T], entropies f32[N, T]) of the T completion tokens; with raw,
+  also the temperature-1 (raw policy) ones (`token_logprobs_and_entropy`).
 
   Only the hidden states that score completion tokens go through the head.
   """
@@ -183,17 +184,17 @@ def completion_logprobs(model, tokens_NxS, attention_NxS, num_completion: int,
   p = s - num_completion
   hidden, _ = model.hidden_states(tokens_NxS, attention_NxS)
   return token_logprobs_and_entropy(hidden[:, p - 1:s - 1], model.head_weight(),
-                                    tokens_NxS[:, p:], temperature)
+                                    tokens_NxS[:, p:], temperature, raw=raw)
 
 
 def _logprobs_in_micro_batches(model, tokens_NxS, attention_NxS, num_completion: int,
-                               temperature, micro_batches: int):
+                               temperature, micro_batches: int, *, raw: bool = False):
   """`completion_logprobs` over M strided micro-batches (forward only, one at a time)."""
   split = lambda x: split_micro_batches(x, micro_batches)
-  lp, ent = jax.lax.map(
-      lambda xs: completion_logprobs(model, xs[0], xs[1], num_completion, temperature),
+  outs = jax.lax.map(
+      lambda xs: completion_logprobs(model, xs[0], xs[1], num_completion, temperature, raw=raw),
       (split(tokens_NxS), split(attention_NxS)))
-  return merge_micro_batches(lp), merge_micro_batches(ent)
+  return tuple(merge_micro_batches(x) for x in outs)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_completion", "micro_batches"))
@@ -222,8 +223,11 @@ def _global_norm(tree):
   return norm(tree) if norm is not None else optax.global_norm(tree)
 
 
-def _diagnostic_sums(logprobs_NxT, entropy_NxT, batch: Batch) -> dict[str, tuple]:
+def _diagnostic_sums(logprobs_NxT, entropy_NxT, batch: Batch, raw_logprobs_NxT=None,
+                     raw_entropy_NxT=None) -> dict[str, tuple]:
   """{name: (numerator f32[], count f32[])} of `diagnostics`: sums add over row subsets."""
+  raw_logprobs_NxT = logprobs_NxT if raw_logprobs_NxT is None else raw_logprobs_NxT
+  raw_entropy_NxT = entropy_NxT if raw_entropy_NxT is None else raw_entropy_NxT
   cm = batch.completion_mask
   plan = cm & batch.planning_mask
   execu = cm & ~batch.planning_mask
@@ -233,8 +237,11 @@ def _diagnostic_sums(logprobs_NxT, entropy_NxT, batch: Batch) -> dict[str, tuple
       "entropy": (total(entropy_NxT, cm), count(cm)),
       "entropy_planning": (total(entropy_NxT, plan), count(plan)),
       "entropy_execution": (total(entropy_NxT, execu), count(execu)),
-      "log_ppl_planning": (total(-logprobs_NxT, plan), count(plan)),
-      "log_ppl_execution": (total(-logprobs_NxT, execu), count(execu)),
+      "entropy_t1": (total(raw_entropy_NxT, cm), count(cm)),
+      "entropy_t1_planning": (total(raw_entropy_NxT, plan), count(plan)),
+      "entropy_t1_execution": (total(raw_entropy_NxT, execu), count(execu)),
+      "log_ppl_planning": (total(-raw_logprobs_NxT, plan), count(plan)),
+      "log_ppl_execution": (total(-raw_logprobs_NxT, execu), count(execu)),
       "planning_token_ratio": (count(plan), count(cm)),
       "advantage_planning": (total(batch.advantages, plan), count(plan)),
       "advantage_execution": (total(batch.advantages, execu), count(execu)),
@@ -246,9 +253,17 @@ def _finish_diagnostics(sums) -> dict[str, jax.Array]:
           for key, (num, den) in sums.items()}
 
 
-def diagnostics(logprobs_NxT, entropy_NxT, batch: Batch) -> dict[str, jax.Array]:
-  """Token entropy / log-perplexity / advantage on planning vs execution tokens."""
-  return _finish_diagnostics(_diagnostic_sums(logprobs_NxT, entropy_NxT, batch))
+def diagnostics(logprobs_NxT, entropy_NxT, batch: Batch, raw_logprobs_NxT=None,
+                raw_entropy_NxT=None) -> dict[str, jax.Array]:
+  """Token entropy / log-perplexity / advantage on planning vs execution tokens (means).
+
+  entropy, entropy_planning, entropy_execution: at the sampling temperature
+  (what the entropy bonus acts on); entropy_t1*: the raw policy's
+  (temperature 1); log_ppl_*: the raw policy's mean NLL of the tokens. The
+  raw arrays default to the tempered ones (temperature 1).
+  """
+  return _finish_diagnostics(_diagnostic_sums(logprobs_NxT, entropy_NxT, batch,
+                                              raw_logprobs_NxT, raw_entropy_NxT))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "cfg"), donate_argnums=(0,))
@@ -316,16 +331,18 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
                        "f32[N, T], got None")
     old_NxT = batch.sampler_logprobs
   elif pre_pass:
-    lp, ent = _logprobs_in_micro_batches(nnx.merge(graphdef, state.params), batch.tokens,
-                                         batch.attention, t, cfg.temperature, m * k)
+    lp, ent, raw_lp, raw_ent = _logprobs_in_micro_batches(
+        nnx.merge(graphdef, state.params), batch.tokens, batch.attention, t, cfg.temperature,
+        m * k, raw=True)
     old_NxT = jax.lax.stop_gradient(lp)
-    diag = diagnostics(lp, ent, batch)
+    diag = diagnostics(lp, ent, batch, raw_lp, raw_ent)
   else:  # filled by the first step
     old_NxT = jnp.zeros((n, t), jnp.float32)
 
   def loss_fn(params, mb: Batch, old_lp, denominator, first):
     model = nnx.merge(graphdef, params)
-    lp, ent = completion_logprobs(model, mb.tokens, mb.attention, t, cfg.temperature)
+    lp, ent, raw_lp, raw_ent = completion_logprobs(model, mb.tokens, mb.attention, t,
+                                                   cfg.temperature, raw=True)
     if old_from_first_step:
       old_lp = jnp.where(first, jax.lax.stop_gradient(lp), old_lp)
     loss, metrics = rl.policy_loss(
@@ -335,7 +352,7 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
         ref_logprobs=mb.ref_logprobs if use_kl else None, kl_coef=cfg.kl_coef,
         kl_estimator=cfg.kl_estimator, entropy=ent if use_entropy else None,
         entropy_coef=cfg.entropy_coef)
-    return loss, (metrics, lp, ent)
+    return loss, (metrics, lp, ent, raw_lp, raw_ent)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   token_keys = ("clip_frac_low", "clip_frac_high", "approx_kl", "ratio_mean")
@@ -349,8 +366,10 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
 
     def micro_step(acc, xs):
       micro, old_micro = xs
-      (_, (ms, lp, ent)), g = grad_fn(params, micro, old_micro, denominator, first)
-      out = (ms, _diagnostic_sums(lp, ent, micro), lp if old_from_first_step else None)
+      (_, (ms, lp, ent, raw_lp, raw_ent)), g = grad_fn(params, micro, old_micro, denominator,
+                                                       first)
+      out = (ms, _diagnostic_sums(lp, ent, micro, raw_lp, raw_ent),
+             lp if old_from_first_step else None)
       return jax.tree_util.tree_map(jnp.add, acc, g), out
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)

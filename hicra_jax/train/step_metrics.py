@@ -6,37 +6,73 @@ N = P x G rows, Z Strategic Grams.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 
-from hicra_jax.analysis import semantic_entropy_jax
+from hicra_jax.analysis import fork_overlap, semantic_entropy_jax, sg_conditional_entropy_jax
 from hicra_jax.sampling import FINISH_LENGTH
 from hicra_jax.train.rollout import StepRollouts
 
 
+def dynamics(rollouts: StepRollouts, planning_NxT: jax.Array, sg_counts_NxZ: jax.Array, *,
+             fork_quantile: float, follow_ngram: int) -> dict[str, jax.Array]:
+  """The paper's training-dynamics figures of a step, on device (dispatched, not awaited).
+
+  semantic_entropy: of the batch's SG counts; sg_conditional_entropy: H(next
+  `follow_ngram` tokens | SG) over the planning runs; the fork overlap both
+  ways between the top-`fork_quantile` tokens by the raw policy's entropy at
+  sampling and the planning tokens (`analysis.fork_overlap`). Over the
+  tokens in the loss; no forward pass.
+  """
+  mask_NxT = rollouts.loss_mask_NxT
+  top_planning, planning_top = fork_overlap(rollouts.entropy_NxT, planning_NxT, mask_NxT,
+                                            quantile=fork_quantile)
+  return {
+      "semantic_entropy": semantic_entropy_jax(sg_counts_NxZ),
+      "sg_conditional_entropy": sg_conditional_entropy_jax(
+          rollouts.tokens_NxT, planning_NxT, mask_NxT, n=follow_ngram),
+      "fork_top_entropy_planning_fraction": top_planning,
+      "fork_planning_top_entropy_fraction": planning_top,
+  }
+
+
+def relative_perplexity(log_ppl: Mapping[str, float], reference: Mapping[str, float]
+                        ) -> dict[str, float]:
+  """rel_ppl_<class> = exp(log_ppl_<class> - the reference step's log_ppl_<class>).
+
+  The paper's relative perplexity: each class's perplexity divided by its
+  perplexity at the first logged step (reference), so both start at 1.
+  """
+  return {f"rel_ppl_{c}": math.exp(log_ppl[f"log_ppl_{c}"] - reference[f"log_ppl_{c}"])
+          for c in ("planning", "execution")}
+
+
 def step_metrics(update_metrics: Mapping[str, float], rollouts: StepRollouts,
-                 sg_counts_NxZ: jax.Array, *, group_size: int, learning_rate: float,
-                 max_new_tokens: int, skipped_updates: int, consecutive_skips: int,
-                 time_masks_s: float, time_update_s: float) -> dict[str, Any]:
+                 dynamics_metrics: Mapping[str, jax.Array], *, group_size: int,
+                 learning_rate: float, max_new_tokens: int, skipped_updates: int,
+                 consecutive_skips: int, time_masks_s: float, time_update_s: float
+                 ) -> dict[str, Any]:
   """The update's metrics (host floats) followed by the step's rollout figures.
 
   Reward, accuracy (reward >= 1), length and truncation are over every row
   sampled this step (all refill rounds); learning_rate is the one the update
-  used; the skip counters are the train state's after the update.
+  used; the skip counters are the train state's after the update;
+  dynamics_metrics: `dynamics`.
   """
   lengths = rollouts.all_lengths
   rewards = rollouts.all_rewards
   return {
       **update_metrics,
+      **{key: float(value) + 0.0 for key, value in jax.device_get(dynamics_metrics).items()},
       "reward_mean": float(rewards.mean()),
       "accuracy": float(np.mean(rewards >= 1.0)),
       "response_length_mean": float(lengths.mean()),
       "response_length_max": float(lengths.max()),
       "truncation_rate": float(np.mean(rollouts.all_finish == FINISH_LENGTH)),
       "learning_rate": learning_rate,
-      "semantic_entropy": float(semantic_entropy_jax(sg_counts_NxZ)) + 0.0,
       "time_rollout_s": rollouts.time_rollout_s, "time_reward_s": rollouts.time_reward_s,
       "time_masks_s": time_masks_s, "time_update_s": time_update_s,
       "reward_failures": float(rollouts.reward_failures),
