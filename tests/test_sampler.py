@@ -299,3 +299,45 @@ def test_sharded_greedy_equals_unsharded_on_8_devices():
   for mesh, r in json.loads(line[len("RESULT "):]).items():
     assert r["tokens_equal"] and r["mask_equal"], mesh
     assert r["logprob_diff"] <= 1e-4, mesh
+
+
+def test_decode_segments_cover_every_step_with_windows_that_hold_the_slots_in_use():
+  for prompt_len, new, every in [(4, 300, None), (128, 1000, 256), (200, 57, None), (8, 2, 1),
+                                 (1000, 5000, 300)]:
+    segments = sampler_lib.decode_segments(prompt_len, new, segment_tokens=every, min_window=128)
+    slots = prompt_len + new
+    step = 1
+    for until, window in segments:
+      assert step < until <= new
+      if every:
+        assert until - step <= every
+      width = slots if window is None else window
+      assert prompt_len + until - 1 <= width <= slots  # the last step's slots fit
+      assert window is None or window >= 128
+      step = until
+    assert step == new or new == 1
+  assert sampler_lib.decode_segments(4, 300, windowed=False) == [(300, None)]
+  assert sampler_lib.decode_segments(128, 1000, min_window=128) == [
+      (129, 256), (385, 512), (897, 1024), (1000, None)]
+  assert sampler_lib.decode_segments(128, 1000) == [(897, 1024), (1000, None)]  # MIN_WINDOW
+  assert sampler_lib.decode_segments(64, 500) == [(500, None)]  # small caches: one program
+
+
+def test_windowed_decode_equals_reading_every_slot(tiny_model, monkeypatch):
+  """Same tokens (greedy and seeded sampling) and log-probs (to float32 rounding); fewer KV
+  bytes read."""
+  monkeypatch.setattr(sampler_lib, "MIN_WINDOW", 128)  # windows at this small size
+  prompts = [[3, 4, 5, 6], [7], [8, 9]]
+  for params in (SamplingParams(n=2, max_new_tokens=300, greedy=True, stop_ids=()),
+                 SamplingParams(n=2, max_new_tokens=300, temperature=0.9, top_p=0.9,
+                                stop_ids=(2,))):
+    full = generate(tiny_model, prompts, params, jax.random.key(3), decode_window=False)
+    windowed = generate(tiny_model, prompts, params, jax.random.key(3), decode_window=True)
+    np.testing.assert_array_equal(windowed.tokens, full.tokens)
+    np.testing.assert_array_equal(windowed.completion_mask, full.completion_mask)
+    # Equal up to float32 summation order (softmax sums over fewer, zero-weight slots).
+    np.testing.assert_allclose(windowed.logprobs, full.logprobs, rtol=2e-6, atol=0)
+  slots = 32 + 300  # prompt bucket 32
+  read = lambda windowed: sampler_lib.decode_kv_bytes(
+      tiny_model, 6, sampler_lib.decode_segments(32, 300, windowed=windowed), slots)
+  assert read(True) < 0.8 * read(False)

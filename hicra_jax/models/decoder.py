@@ -134,13 +134,17 @@ class Decoder(nnx.Module):
     w = self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
     return w.astype(self.compute_dtype)
 
-  def hidden_states(self, tokens_NxT, attention_mask=None, cache: KVCache | None = None):
+  def hidden_states(self, tokens_NxT, attention_mask=None, cache: KVCache | None = None, *,
+                    window: int | None = None):
     """Final-normed hidden states [N, T, D] (compute dtype) and the updated cache.
 
     Without a cache the T tokens attend causally to each other. With a cache the
     tokens are written at slots [cache.index, cache.index + T) and attend to all
     valid earlier slots; positions continue from cache.next_position per row, so
     left- and right-padded batches get the same values for their real tokens.
+    window (static): attention reads only cache slots [0, window), which must
+    hold every slot in use (cache.index + T <= window); decoding then reads
+    window / S of the cache per step instead of all of it.
     """
     cfg = self.config
     n, t = tokens_NxT.shape
@@ -156,13 +160,13 @@ class Decoder(nnx.Module):
       positions_NxT = L.positions_from_mask(mask_NxT, cache.next_position)
       slots_T = cache.index + jnp.arange(t)
       valid_NxS = jax.lax.dynamic_update_slice(cache.valid, mask_NxT, (0, cache.index))
-      mask = A.AttentionMask.cached(slots_T, valid_NxS)
+      mask = A.AttentionMask.cached(slots_T, valid_NxS[:, :window])
 
     x_NxTxD = jnp.take(self.embed[...], tokens_NxT, axis=0).astype(self.compute_dtype)
     x_NxTxD = self._constrain_rows(x_NxTxD)
     layer_params = {name: var[...] for name, var in vars(self.layers).items()
                     if isinstance(var, nnx.Variable)}
-    layer = self._layer_fn(positions_NxT, mask, cache)
+    layer = self._layer_fn(positions_NxT, mask, cache, window)
     if self.remat != "none":
       layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
     if cache is None:
@@ -182,9 +186,13 @@ class Decoder(nnx.Module):
     x_NxTxD = L.rms_norm(x_NxTxD, self.final_norm[...], cfg.rms_norm_eps)
     return x_NxTxD, new_cache
 
-  def decode(self, tokens_NxT, cache: KVCache, attention_mask=None):
-    """Incremental step (prefill when T > 1): -> (logits f32[N, T, V], new cache)."""
-    hidden, cache = self.hidden_states(tokens_NxT, attention_mask, cache)
+  def decode(self, tokens_NxT, cache: KVCache, attention_mask=None, *,
+             window: int | None = None):
+    """Incremental step (prefill when T > 1): -> (logits f32[N, T, V], new cache).
+
+    window: see `hidden_states`.
+    """
+    hidden, cache = self.hidden_states(tokens_NxT, attention_mask, cache, window=window)
     return self.logits(hidden), cache
 
   # ---- internals -------------------------------------------------------------
@@ -195,7 +203,7 @@ class Decoder(nnx.Module):
       return x_NxTxD
     return jax.lax.with_sharding_constraint(x_NxTxD, partition.batch_sharding(self.mesh, 3))
 
-  def _layer_fn(self, positions_NxT, mask: A.AttentionMask, cache):
+  def _layer_fn(self, positions_NxT, mask: A.AttentionMask, cache, window: int | None = None):
     cfg = self.config
     dtype = self.compute_dtype
     inv_freq = L.rope_inv_freq(cfg)
@@ -232,8 +240,10 @@ class Decoder(nnx.Module):
                                                start)
         cache_v = jax.lax.dynamic_update_slice(cache_v, v_NxTxKxH.astype(cache_v.dtype)[None],
                                                start)
-        k_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_k, li, keepdims=False).astype(dtype)
-        v_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_v, li, keepdims=False).astype(dtype)
+        # Only the window's slots are read (a slice of a dynamic slice: one read).
+        k_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_k, li, keepdims=False)[:, :window]
+        v_NxSxKxH = jax.lax.dynamic_index_in_dim(cache_v, li, keepdims=False)[:, :window]
+        k_NxSxKxH, v_NxSxKxH = k_NxSxKxH.astype(dtype), v_NxSxKxH.astype(dtype)
         kv = (cache_k, cache_v, li + 1)
       q_NxTxKxRxH = q_NxTxQxH.reshape(n, t, cfg.num_kv_heads, r, cfg.head_dim)
       out_NxTxQxH = attend(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale).reshape(

@@ -168,13 +168,15 @@ def _prefill(graphdef, state, tokens_PxI, mask_PxI, first_row, stop_ids, rng, te
       stopped=jnp.isin(first, stop_ids), cache=cache)
 
 
-@functools.partial(jax.jit, static_argnames=_DECODE_STATIC, donate_argnames=("carry",))
+@functools.partial(jax.jit, static_argnames=_DECODE_STATIC + ("window",),
+                   donate_argnames=("carry",))
 def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, top_p, min_p,
             until, *, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
-            use_min_p: bool) -> _DecodeState:
+            use_min_p: bool, window: int | None = None) -> _DecodeState:
   """Decodes until position `until` (traced: any segment length, one program) or every
   row has stopped. Row r's token t has the key fold_in(fold_in(rng, t), r), so segments
-  change nothing."""
+  change nothing. window: attention reads cache slots [0, window) only (static; one
+  program per window; see `decode_segments`)."""
   _TRACES["decode"] += 1
   model = nnx.merge(graphdef, state)
   sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
@@ -185,7 +187,7 @@ def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, to
     return (c.step < end) & ~jnp.all(c.stopped)
 
   def body(c: _DecodeState) -> _DecodeState:
-    logits, cache = model.decode(c.last[:, None], c.cache)
+    logits, cache = model.decode(c.last[:, None], c.cache, window=window)
     token, logprob = sample(logits[:, 0], row_keys(rng, c.step, c.rows))
     alive = ~c.stopped
     token = jnp.where(alive, token, 0)
@@ -197,6 +199,53 @@ def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, to
         stopped=c.stopped | (alive & jnp.isin(token, stop_ids)), cache=cache)
 
   return jax.lax.while_loop(cond, body, carry)
+
+
+# The smallest attention window: below it the cache is small and another compiled
+# program would cost more than the bytes it saves.
+MIN_WINDOW = 1024
+
+
+def decode_segments(prompt_len: int, max_new_tokens: int, *, segment_tokens: int | None = None,
+                    windowed: bool = True, min_window: int | None = None
+                    ) -> list[tuple[int, int | None]]:
+  """[(until, window)]: the decode calls of one generation (pure).
+
+  Decode step s (1 <= s < max_new_tokens; the prefill samples position 0) feeds
+  the token at cache slot prompt_len + s - 1 and attends to slots
+  [0, prompt_len + s). A call decodes steps up to `until` (exclusive) reading
+  `window` slots: the smallest power of two >= prompt_len + its first step (at
+  least MIN_WINDOW, at most all slots), so early steps do not read the empty
+  end of the cache: about half the KV bytes of reading every slot when the
+  completion is long. `segment_tokens` splits calls further (interrupt
+  checks); windowed=False: one window (None: every slot) for all calls.
+  min_window: default MIN_WINDOW.
+  """
+  min_window = MIN_WINDOW if min_window is None else min_window
+  slots = prompt_len + max_new_tokens
+  out: list[tuple[int, int | None]] = []
+  step = 1
+  while step < max_new_tokens:
+    window, end = None, max_new_tokens
+    if windowed:
+      window = min(slots, max(min_window, 1 << (prompt_len + step - 1).bit_length()))
+      end = min(max_new_tokens, window - prompt_len + 1)
+    if segment_tokens:
+      end = min(end, step + segment_tokens)
+    out.append((end, None if window == slots else window))
+    step = end
+  return out
+
+
+def decode_kv_bytes(model: Decoder, rows: int, segments: Sequence[tuple[int, int | None]],
+                    slots: int) -> int:
+  """KV-cache bytes that the decode steps of `segments` read (K and V of every layer)."""
+  per_slot = kv_cache_bytes(model, rows, 1) - rows  # minus the valid flags
+  total, step = 0, 1
+  for until, window in segments:
+    total += (until - step) * per_slot * (slots if window is None else window)
+    step = until
+  return total
 
 
 class GenerationInterrupted(Exception):
@@ -325,7 +374,8 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
                     prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
                     memory_limit_bytes: int | None = None,
                     interrupt: Callable[[], bool] | None = None, segment_tokens: int = 256,
-                    rows_per_call: int | None = None) -> DeviceRollout:
+                    rows_per_call: int | None = None, decode_window: bool = True
+                    ) -> DeviceRollout:
   """Sample `params.n` completions for each prompt; global device arrays.
 
   Args:
@@ -347,6 +397,10 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
     rows_per_call: the most rows a call holds (whole groups: rounded down to a
       multiple of n, at least n); None: sized from free device memory and the
       model's KV footprint (`prompts_per_call`). Each prompt is prefilled once.
+    decode_window: decode steps read only the cache slots in use, rounded up
+      to a power of two (`decode_segments`); the same tokens as reading every
+      slot and the same log-probs up to float32 summation order (~1 ulp), at
+      the cost of a few more compiled programs.
 
   Returns:
     DeviceRollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
@@ -380,13 +434,14 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
   return DeviceRollout.concatenate([
       _generate_call(model, prompts[start:start + per_call], params, rng, length,
                      first_row=start * params.n, interrupt=interrupt,
-                     segment_tokens=segment_tokens)
+                     segment_tokens=segment_tokens, decode_window=decode_window)
       for start in range(0, len(prompts), per_call)])
 
 
 def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingParams,
                    rng: jax.Array, length: int, *, first_row: int,
-                   interrupt: Callable[[], bool] | None, segment_tokens: int) -> DeviceRollout:
+                   interrupt: Callable[[], bool] | None, segment_tokens: int,
+                   decode_window: bool = True) -> DeviceRollout:
   """One prefill + decode over `prompts` (left-padded to `length`); rows numbered from first_row."""
   mesh = model.mesh
   tokens = np.zeros((len(prompts), length), np.int32)
@@ -405,15 +460,14 @@ def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingPar
   carry = _prefill(graphdef, state, tokens, mask, jnp.int32(first_row), *dynamic, n=params.n,
                    **static)
   total = params.max_new_tokens
-  segment = total if interrupt is None else max(int(segment_tokens), 1)
-  until = 1  # the prefill sampled position 0
-  while until < total:
-    until = min(until + segment, total)
-    carry = _decode(graphdef, state, carry, *dynamic, jnp.int32(until), **static)
+  check_every = None if interrupt is None else max(int(segment_tokens), 1)
+  segments = decode_segments(length, total, segment_tokens=check_every, windowed=decode_window)
+  for until, window in segments:
+    carry = _decode(graphdef, state, carry, *dynamic, jnp.int32(until), window=window, **static)
     if until < total:  # between segments: the host waits for this one, then checks
       if bool(_all_stopped(carry.stopped)):
         break
-      if interrupt():
+      if interrupt is not None and interrupt():
         raise GenerationInterrupted(f"generation interrupted after {until} of {total} tokens")
   return DeviceRollout(tokens=carry.tokens, logprobs=carry.logprobs, entropy=carry.entropy,
                        completion_mask=carry.mask, stopped=carry.stopped)
