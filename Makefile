@@ -57,3 +57,12 @@ quickstart: setup
 # The single test command (CI runs it through .ci/run).
 test: setup-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+
+# Every accelerator figure in one process, in an 8-minute box (issue 17; benchmarks/README.md):
+# writes device_suite.json / .md to $OUT or benchmarks/out/. On CPU:
+# make device-suite DEVICE_SUITE_ARGS="--preset cpu-small"; on a device image without the
+# venv: make device-suite PY=python3.
+DEVICE_SUITE_ARGS ?=
+.PHONY: device-suite
+device-suite:
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/device_suite.py $(DEVICE_SUITE_ARGS)
