@@ -409,3 +409,19 @@ def test_the_attention_kernel_of_the_config_reaches_the_policy(tmp_path):
   finally:
     trainer.close()
   assert np.isfinite(m["loss"]) and m["update_finite"] == 1.0
+
+
+def test_relative_perplexity_starts_at_the_first_step_with_tokens_of_the_class():
+  from hicra_jax.train import step_metrics  # pylint: disable=import-outside-toplevel
+  reference: dict = {}
+  steps = [{"log_ppl_planning": 0.0, "log_ppl_execution": 2.0, "planning_token_ratio": 0.0},
+           {"log_ppl_planning": 1.5, "log_ppl_execution": 2.5, "planning_token_ratio": 0.1},
+           {"log_ppl_planning": 1.0, "log_ppl_execution": 1.0, "planning_token_ratio": 0.2}]
+  rel = []
+  for m in steps:
+    step_metrics.update_reference_log_ppl(reference, m)
+    rel.append(step_metrics.relative_perplexity(m, reference))
+  assert reference == {"log_ppl_planning": 1.5, "log_ppl_execution": 2.0}
+  np.testing.assert_allclose([r["rel_ppl_planning"] for r in rel], [1.0, 1.0, np.exp(-0.5)])
+  np.testing.assert_allclose([r["rel_ppl_execution"] for r in rel],
+                             [1.0, np.exp(0.5), np.exp(-1.0)])

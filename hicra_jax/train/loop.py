@@ -152,7 +152,7 @@ class Trainer:
     self.last_eval_accuracy = None
     self.last_samples: list[dict[str, Any]] = []  # the last step's sample-log entries
     # log_ppl_* of the run's first logged step: rel_ppl_* divides by it.
-    self.reference_log_ppl: dict[str, float] | None = None
+    self.reference_log_ppl: dict[str, float] = {}
 
   # ------------------------------------------------------------ checkpoints
 
@@ -191,7 +191,7 @@ class Trainer:
     self.state, self.base_key = state, key
     self.data.set_state(meta["data_state"])
     self.stage = int(meta["curriculum_stage"])
-    self.reference_log_ppl = meta.get("reference_log_ppl")
+    self.reference_log_ppl = dict(meta.get("reference_log_ppl") or {})
     return int(self.state.step)
 
   # ------------------------------------------------------------------ steps
@@ -259,8 +259,7 @@ class Trainer:
         skipped_updates=int(self.state.total_skips),
         consecutive_skips=int(self.state.consecutive_skips),
         time_masks_s=t1 - t0, time_update_s=t2 - t1)
-    if self.reference_log_ppl is None:  # the first logged step (kept in checkpoints)
-      self.reference_log_ppl = {k: m[k] for k in ("log_ppl_planning", "log_ppl_execution")}
+    step_metrics.update_reference_log_ppl(self.reference_log_ppl, m)  # kept in checkpoints
     m.update(step_metrics.relative_perplexity(m, self.reference_log_ppl))
     self._advance_curriculum(m["truncation_rate"])
     m.update(step_metrics.step_rate(time.perf_counter() - t_start, rollouts.generated_tokens))

@@ -39,15 +39,29 @@ def dynamics(rollouts: StepRollouts, planning_NxT: jax.Array, sg_counts_NxZ: jax
   }
 
 
+PPL_CLASSES = {"planning": "planning_token_ratio", "execution": None}  # class: its token share
+
+
+def update_reference_log_ppl(reference: dict[str, float], metrics: Mapping[str, float]) -> None:
+  """Sets each class's reference log-perplexity, in place, at the first step that has
+  tokens of that class (a step without planning tokens logs log_ppl_planning 0)."""
+  for c, share in PPL_CLASSES.items():
+    key = f"log_ppl_{c}"
+    has_tokens = share is None or metrics.get(share, 0.0) > 0
+    if key not in reference and has_tokens:
+      reference[key] = metrics[key]
+
+
 def relative_perplexity(log_ppl: Mapping[str, float], reference: Mapping[str, float]
                         ) -> dict[str, float]:
   """rel_ppl_<class> = exp(log_ppl_<class> - the reference step's log_ppl_<class>).
 
   The paper's relative perplexity: each class's perplexity divided by its
-  perplexity at the first logged step (reference), so both start at 1.
+  perplexity at the first logged step with tokens of that class (reference,
+  `update_reference_log_ppl`), so both start at 1; 1.0 before that step.
   """
   return {f"rel_ppl_{c}": math.exp(log_ppl[f"log_ppl_{c}"] - reference[f"log_ppl_{c}"])
-          for c in ("planning", "execution")}
+          if f"log_ppl_{c}" in reference else 1.0 for c in PPL_CLASSES}
 
 
 def step_metrics(update_metrics: Mapping[str, float], rollouts: StepRollouts,
