@@ -34,25 +34,8 @@ each GPU's memory JAX preallocates; JAX's own default is 0.75).
 EOF
 }
 
-die() {
-  echo "$PROG: error: $*" >&2
-  echo "run '$PROG --help' for usage" >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line: words made only of safe
-# characters as they are, the others single-quoted (shlex.split reads it back).
-quote() {
-  local word out=()
-  for word in "$@"; do
-    if [[ $word =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+=("$word")
-    else
-      out+=("'${word//\'/\'\\\'\'}'")
-    fi
-  done
-  printf '%s\n' "${out[*]}"
-}
+# shellcheck source=launch/common.sh
+source "${script%/*}/common.sh"
 
 venv=$repo/.venv
 python=python3

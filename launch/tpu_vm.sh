@@ -47,25 +47,10 @@ needs a workdir they share: --config.workdir=gs://BUCKET/RUN.
 EOF
 }
 
-die() {
-  echo "$PROG: error: $*" >&2
-  echo "run '$PROG --help' for usage" >&2
-  exit 2
-}
-
-# Prints its arguments as one shell command line: words made only of safe
-# characters as they are, the others single-quoted (shlex.split reads it back).
-quote() {
-  local word out=()
-  for word in "$@"; do
-    if [[ $word =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+=("$word")
-    else
-      out+=("'${word//\'/\'\\\'\'}'")
-    fi
-  done
-  printf '%s\n' "${out[*]}"
-}
+here=${BASH_SOURCE[0]}
+[[ $here == */* ]] || here=./$here
+# shellcheck source=launch/common.sh
+source "${here%/*}/common.sh"
 
 # Hosts (TPU VM workers) of an accelerator type; 0 when the type is not known.
 # v2/v3/v4/v5p count TensorCores, 8 per host (4 chips); v5e/v6e count chips,

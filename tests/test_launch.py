@@ -33,10 +33,13 @@ def shellcheck_binary() -> str:
   return found
 
 
-@pytest.mark.parametrize("script", [TPU_VM, GPU_NODE, SLURM], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [TPU_VM, GPU_NODE, SLURM, TPU_VM.parent / "common.sh"],
+                         ids=lambda p: p.name)
 def test_shellcheck_clean(script):
-  result = subprocess.run([shellcheck_binary(), "--shell=bash", str(script)],
-                          capture_output=True, text=True, check=False)
+  # -x from the repository root: the scripts' `source launch/common.sh` is checked too.
+  result = subprocess.run([shellcheck_binary(), "-x", "--shell=bash", str(script)],
+                          capture_output=True, text=True, check=False,
+                          cwd=TPU_VM.parent.parent)
   assert result.returncode == 0, result.stdout + result.stderr
 
 

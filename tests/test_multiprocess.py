@@ -9,6 +9,7 @@ stalling CI.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -96,6 +97,10 @@ def policy(workdir: pathlib.Path) -> dict[str, np.ndarray]:
   return load_file(str(workdir / "policy" / "model.safetensors"))
 
 
+def metrics(workdir: pathlib.Path) -> list[dict]:
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 def assert_close(a: dict[str, np.ndarray], b: dict[str, np.ndarray], tol: float = 1e-5) -> None:
   assert sorted(a) == sorted(b)
   worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
@@ -107,12 +112,12 @@ def logs_text(*paths: pathlib.Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, np.ndarray]:
+def reference(tmp_path_factory) -> pathlib.Path:
   """The policy of an uninterrupted 1-process run holding all 4 devices."""
   root = tmp_path_factory.mktemp("mp_reference")
   proc = start([f"--config.workdir={root / 'run'}"], devices=4, log=root / "ref.log")
   assert wait_all([proc]) == [0], logs_text(root / "ref.log")[-3000:]
-  return policy(root / "run")
+  return root / "run"
 
 
 def test_two_processes_match_one_process_and_checkpoint_each_step_once(reference, tmp_path):
@@ -122,9 +127,16 @@ def test_two_processes_match_one_process_and_checkpoint_each_step_once(reference
   assert checkpoint_steps(tmp_path / "run") == [1, 2, 3]
   assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir()
               if not p.name.isdigit() and "tmp" in p.name]  # no half-written checkpoint
-  assert_close(policy(tmp_path / "run"), reference)
-  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-  assert len(lines) == STEPS  # written once, by process 0
+  assert_close(policy(tmp_path / "run"), policy(reference))
+  records = metrics(tmp_path / "run")
+  assert [r["step"] for r in records] == list(range(1, STEPS + 1))  # written once, by process 0
+  # Gathered over both processes' rows: the same figures as the one-process run.
+  for got, want in zip(records, metrics(reference)):
+    for key in ("reward_mean", "accuracy", "response_length_mean", "truncation_rate", "loss",
+                "grad_norm", "entropy_t1", "log_ppl_execution", "semantic_entropy",
+                "sg_conditional_entropy", "fork_top_entropy_planning_fraction"):
+      np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert got["example_ids"] == want["example_ids"]
 
 
 def test_both_killed_then_resumed_reach_the_uninterrupted_parameters(reference, tmp_path):
@@ -141,7 +153,7 @@ def test_both_killed_then_resumed_reach_the_uninterrupted_parameters(reference, 
   codes = wait_all(resumed)
   assert codes == [0, 0], logs_text(tmp_path / "resumed0.log", tmp_path / "resumed1.log")[-4000:]
   assert "resumed from step" in logs_text(tmp_path / "resumed0.log")
-  assert_close(policy(run), reference)
+  assert_close(policy(run), policy(reference))
 
 
 def test_sigterm_to_one_process_makes_both_save_the_same_step_and_exit_0(tmp_path):

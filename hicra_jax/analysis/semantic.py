@@ -37,6 +37,7 @@ import numpy as np
 
 from hicra_jax.planning.extract import WORD_RE
 from hicra_jax.planning.grams import normalize_grams
+from hicra_jax.planning.hashing import fmix32
 from hicra_jax.planning.reference import reference_occurrences
 
 Pair = tuple[Hashable, Hashable]
@@ -227,15 +228,6 @@ def sg_conditional_entropy_tokens(token_ids, planning_mask, *, n: int = 3,
 _HASH_BASE = 0x9E3779B1  # odd, so invertible mod 2^32: B^k never wraps to 0
 
 
-def _fmix32(h):
-  """MurmurHash3's 32-bit finalizer: a bijection of uint32 that mixes all bits."""
-  h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x85EBCA6B)
-  h = h ^ (h >> 13)
-  h = h * jnp.uint32(0xC2B2AE35)
-  return h ^ (h >> 16)
-
-
 @functools.partial(jax.jit, static_argnames=("n",))
 def sg_conditional_entropy_jax(token_ids_NxT, planning_NxT, completion_mask_NxT=None,
                                *, n: int = 3):
@@ -324,12 +316,12 @@ def sg_conditional_entropy_jax(token_ids_NxT, planning_NxT, completion_mask_NxT=
   base = jnp.full((max(t_len, n),), _HASH_BASE, jnp.uint32)
   powers = jnp.concatenate([jnp.ones((1,), jnp.uint32),
                             jnp.cumprod(base[:-1], dtype=jnp.uint32)])
-  terms = jnp.where(plan, _fmix32(tok.astype(jnp.uint32)) * powers[offset],
+  terms = jnp.where(plan, fmix32(tok.astype(jnp.uint32)) * powers[offset],
                     jnp.uint32(0))
   prefix = jnp.cumsum(terms, dtype=jnp.uint32)
   run_sum = prefix - (prefix - terms)[start_pos]  # wraps mod 2^32
   run_len = (offset + 1).astype(jnp.uint32)
-  x_hash = _fmix32(run_sum ^ _fmix32(run_len * jnp.uint32(0x27D4EB2F)))
+  x_hash = fmix32(run_sum ^ fmix32(run_len * jnp.uint32(0x27D4EB2F)))
 
   # Y: hash of the n tokens after the run; the pair counts only if all n lie
   # in the row and the completion mask.
@@ -337,8 +329,8 @@ def sg_conditional_entropy_jax(token_ids_NxT, planning_NxT, completion_mask_NxT=
   y_sum = jnp.zeros((length,), jnp.uint32)
   for k in range(1, n + 1):
     ok = ok & shift(valid, k, False)
-    y_sum = y_sum + _fmix32(shift(tok, k, 0).astype(jnp.uint32)) * powers[k - 1]
-  y_hash = _fmix32(y_sum ^ jnp.uint32(0x165667B1))
+    y_sum = y_sum + fmix32(shift(tok, k, 0).astype(jnp.uint32)) * powers[k - 1]
+  y_hash = fmix32(y_sum ^ jnp.uint32(0x165667B1))
   num_pairs = ok.sum(dtype=jnp.int32)
 
   # Sort on (X, Y); invalid slots take X = 2^32 - 1, which valid X never
