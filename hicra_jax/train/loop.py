@@ -151,7 +151,7 @@ class Trainer:
     self._stopping = False
     self.last_eval_accuracy = None
     self.last_samples: list[dict[str, Any]] = []  # the last step's sample-log entries
-    # log_ppl_* of the run's first logged step: rel_ppl_* divides by it.
+    # Each class's log_ppl_* at its first logged step with tokens: rel_ppl_* divides by it.
     self.reference_log_ppl: dict[str, float] = {}
 
   # ------------------------------------------------------------ checkpoints
@@ -172,8 +172,9 @@ class Trainer:
     return self._stopping
 
   def meta(self) -> dict[str, Any]:
-    multihost.check_same(self.data.get_state(), "the data stream's position")
-    return {"data_state": self.data.get_state(), "curriculum_stage": self.stage,
+    data_state = self.data.get_state()
+    multihost.check_same(data_state, "the data stream's position")
+    return {"data_state": data_state, "curriculum_stage": self.stage,
             "config": dataclasses.asdict(self.config),
             "trie_npz_base64": encode_bytes(self.c.trie_bytes),
             "reference_log_ppl": self.reference_log_ppl}
