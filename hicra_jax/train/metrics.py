@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Mapping
 
-import tqdm.auto
+import tqdm.std
 from etils import epath
 
 from hicra_jax import config as config_lib
@@ -239,7 +239,7 @@ class MetricWriter:
 
 
 def _in_notebook() -> bool:
-  """True inside a Jupyter / Colab kernel (tqdm's own test), where tqdm.auto draws a widget."""
+  """True inside a Jupyter / Colab kernel (tqdm's own test), false in a terminal IPython."""
   ipython = sys.modules.get("IPython")
   try:
     return ipython is not None and "IPKernelApp" in ipython.get_ipython().config
@@ -247,11 +247,28 @@ def _in_notebook() -> bool:
     return False
 
 
-class Progress:
-  """A tqdm.auto bar (a widget in a notebook) on a terminal; one summary line per step otherwise.
+def _notebook_bar(total: int, initial: int):
+  """A tqdm widget bar, or None when ipywidgets is missing (no widget to draw)."""
+  if not _module_available("ipywidgets"):
+    return None
+  import tqdm.notebook  # pylint: disable=import-outside-toplevel
+  try:
+    return tqdm.notebook.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                              mininterval=0)
+  except ImportError:  # an ipywidgets tqdm cannot use (tqdm says which in the message)
+    return None
 
-  The bar carries the step's key metrics as its postfix; in a log file each
-  step is one plain line (`line`), so logs stay readable.
+
+class Progress:
+  """The trainer's progress display, chosen by where it is shown.
+
+  - A terminal (`stream.isatty()`): a tqdm bar carrying the step's key metrics
+    as its postfix, redrawn in place.
+  - A Jupyter / Colab notebook (no `stream` given): a tqdm widget bar with the
+    same postfix, plus one plain line per step below it, so the step history
+    stays in the saved notebook (where widgets do not render, e.g. on GitHub).
+    Without ipywidgets only the lines.
+  - Anything else (a log file, captured output): one plain line per step (`line`).
   """
 
   def __init__(self, total_steps: int, start_step: int = 0, stream=None):
@@ -259,11 +276,14 @@ class Progress:
     self.start_step = start_step
     self.t0 = time.perf_counter()
     self.stream = stream or sys.stdout
-    tty = hasattr(self.stream, "isatty") and self.stream.isatty()
     self.bar = None
-    if tty or (stream is None and _in_notebook()):
-      self.bar = tqdm.auto.tqdm(total=total_steps, initial=start_step, unit="step",
-                                file=self.stream, dynamic_ncols=True, mininterval=0)
+    self.lines = True  # a plain line per step
+    if hasattr(self.stream, "isatty") and self.stream.isatty():
+      self.bar = tqdm.std.tqdm(total=total_steps, initial=start_step, unit="step",
+                               file=self.stream, dynamic_ncols=True, mininterval=0)
+      self.lines = False  # the bar redraws its line in place: no other lines between
+    elif stream is None and _in_notebook():
+      self.bar = _notebook_bar(total_steps, start_step)
 
   @staticmethod
   def metrics_text(m: Mapping[str, Any]) -> str:
@@ -279,9 +299,10 @@ class Progress:
             f"{m.get('time_step_s', 0):.1f}s/step eta {eta:.0f}s")
 
   def update(self, step: int, m: Mapping[str, Any]) -> None:
-    if self.bar is None:
+    if self.lines:
       self.stream.write(self.line(step, m) + "\n")
       self.stream.flush()
+    if self.bar is None:
       return
     self.bar.set_postfix_str(self.metrics_text(m), refresh=False)
     self.bar.update(step - self.bar.n)
