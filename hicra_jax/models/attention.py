@@ -21,6 +21,8 @@ linear in the sequence length.
 
 All of them compute the same function on real (non-padded) query positions; what
 a padded query position gets is unspecified but finite (nothing reads it).
+Bidirectional masks with segment ids (the vision tower, `AttentionMask.bidirectional`)
+run on "xla" and "chunked"; "cudnn" and "splash" hand them to "chunked".
 
 Shape letters: the legend in hicra_jax/__init__.py.
 """
@@ -56,11 +58,17 @@ class AttentionMask:
     key_valid_NxS: bool[N, S] a real token in that slot, or None (every slot real).
     queries_are_keys: static; True when there is no cache: the T queries are the
       S = T keys themselves and query_slots_T is arange(T).
+    segments_NxS: i32[N, S] or None. Bidirectional masks only (the vision tower):
+      a query sees only keys of its own segment (an image); needs queries_are_keys.
+    is_causal: static; False for bidirectional attention (the vision tower): the query
+      at slot t sees key s iff (key s is valid and in t's segment) or s == t.
   """
 
   query_slots_T: jax.Array
   key_valid_NxS: jax.Array | None
   queries_are_keys: bool = dataclasses.field(default=False, metadata=dict(static=True))
+  segments_NxS: jax.Array | None = None
+  is_causal: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
   @classmethod
   def causal(cls, t: int, key_valid_NxT=None) -> "AttentionMask":
@@ -72,21 +80,49 @@ class AttentionMask:
     """The KV-cache mask: queries at slots query_slots_T against all S cache slots."""
     return cls(jnp.asarray(query_slots_T, jnp.int32), key_valid_NxS, queries_are_keys=False)
 
-  def block(self, query_slots_B, key_start, num_keys: int, key_valid_NxC=None):
+  @classmethod
+  def bidirectional(cls, key_valid_NxT, segments_NxT=None) -> "AttentionMask":
+    """The vision tower's mask: T positions see every valid position of their segment."""
+    t = key_valid_NxT.shape[1]
+    return cls(jnp.arange(t, dtype=jnp.int32), key_valid_NxT, queries_are_keys=True,
+               segments_NxS=segments_NxT, is_causal=False)
+
+  def block(self, query_slots_B, key_start, num_keys: int, key_valid_NxC=None,
+            key_segments_NxC=None):
     """bool[N or 1, B, C]: the rule for queries at query_slots_B and keys key_start + [0, C).
 
-    key_valid_NxC: validity of those keys (None when the mask has no padding).
+    key_valid_NxC: validity of those keys (None when the mask has no padding);
+    key_segments_NxC: their segments (bidirectional masks with segments).
     """
     key_slots_C = key_start + jnp.arange(num_keys, dtype=jnp.int32)
-    causal_BxC = key_slots_C[None, :] <= query_slots_B[:, None]
     self_BxC = key_slots_C[None, :] == query_slots_B[:, None]
+    if not self.is_causal:
+      seen = jnp.ones((1, query_slots_B.shape[0], num_keys), bool)
+      if key_valid_NxC is not None:
+        seen = seen & key_valid_NxC[:, None, :]
+      if key_segments_NxC is not None:
+        slots = jnp.clip(query_slots_B, 0, self.segments_NxS.shape[1] - 1)
+        query_segments_NxB = jnp.take(self.segments_NxS, slots, axis=1)
+        seen = seen & (query_segments_NxB[:, :, None] == key_segments_NxC[:, None, :])
+      return seen | self_BxC[None]
+    causal_BxC = key_slots_C[None, :] <= query_slots_B[:, None]
     if key_valid_NxC is None:
       return causal_BxC[None]
     return (causal_BxC[None] & key_valid_NxC[:, None, :]) | self_BxC[None]
 
+  def may_see(self, query_slots_B, key_start):
+    """Whether any query of a block can see a key of the block starting at key_start.
+
+    Causal: keys after every query slot are hidden (padded queries carry slot -1),
+    so such (query block, key block) pairs are skipped at run time.
+    """
+    if not self.is_causal:
+      return jnp.bool_(True)
+    return key_start <= jnp.max(query_slots_B)
+
   def dense(self, num_keys: int):
     """bool[N or 1, T, S] (S = num_keys): the whole mask, as xla attention needs it."""
-    return self.block(self.query_slots_T, 0, num_keys, self.key_valid_NxS)
+    return self.block(self.query_slots_T, 0, num_keys, self.key_valid_NxS, self.segments_NxS)
 
 
 def attention_mask(query_slots_T, key_valid_NxS):
@@ -129,34 +165,31 @@ def _unblocks(x, axis: int):
   return x.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 2:])
 
 
-def _visible(slots_B, key_start):
-  """Whether any query of the block can see a key of the block starting at key_start.
-
-  Keys after every query slot are causally hidden (padded queries carry slot -1),
-  so such (query block, key block) pairs are skipped at run time.
-  """
-  return key_start <= jnp.max(slots_B)
+def _key_blocks(mask: AttentionMask, bkv: int, num_keys: int):
+  """Per key block: (validity [N, bkv] or None, segments [N, bkv] or None, first slot)."""
+  valid, segments = mask.key_valid_NxS, mask.segments_NxS
+  return (None if valid is None else _blocks(valid, bkv, 1),
+          None if segments is None else _blocks(segments, bkv, 1),
+          jnp.arange(0, num_keys, bkv, dtype=jnp.int32))
 
 
 def _chunked_forward(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale, bq, bkv):
   """Padded inputs (T % bq == S % bkv == 0) -> (out [N, T, K, R, H], lse f32[N, K, R, T])."""
   n, t, kh, r, h = q_NxTxKxRxH.shape
-  valid = mask.key_valid_NxS
   kv_xs = (_blocks(k_NxSxKxH, bkv, 1), _blocks(v_NxSxKxH, bkv, 1),
-           None if valid is None else _blocks(valid, bkv, 1),
-           jnp.arange(0, k_NxSxKxH.shape[1], bkv, dtype=jnp.int32))
+           _key_blocks(mask, bkv, k_NxSxKxH.shape[1]))
 
   def query_block(xs):
     q_blk, slots_B = xs  # [N, B, K, R, H], i32[B]
 
     def key_step(carry, kv):
-      k_blk, v_blk, valid_blk, key_start = kv
+      k_blk, v_blk, (valid_blk, segments_blk, key_start) = kv
 
       def update(carry):
         m, l, acc = carry  # f32 [N, K, R, B], [N, K, R, B], [N, K, R, B, H]
         s = jnp.einsum("nbkrh,nckh->nkrbc", q_blk, k_blk,
                        preferred_element_type=jnp.float32) * scale
-        seen = mask.block(slots_B, key_start, bkv, valid_blk)[:, None, None]
+        seen = mask.block(slots_B, key_start, bkv, valid_blk, segments_blk)[:, None, None]
         s = jnp.where(seen, s, _NEG)
         m_new = jnp.maximum(m, s.max(axis=-1))
         p = jnp.where(seen, jnp.exp(s - m_new[..., None]), 0.0)
@@ -166,7 +199,7 @@ def _chunked_forward(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale, bq, bkv):
             "nkrbc,nckh->nkrbh", p.astype(v_blk.dtype), v_blk, preferred_element_type=jnp.float32)
         return m_new, l, acc
 
-      carry = jax.lax.cond(_visible(slots_B, key_start), update, lambda c: c, carry)
+      carry = jax.lax.cond(mask.may_see(slots_B, key_start), update, lambda c: c, carry)
       return carry, None
 
     stats = jnp.full((n, kh, r, q_blk.shape[1]), _NEG, jnp.float32)
@@ -193,13 +226,10 @@ def _chunked_backward(q, k, v, mask, scale, bq, bkv, out, lse, dout):
   delta = jnp.einsum("ntkrh,ntkrh->nkrt", dout.astype(jnp.float32), out.astype(jnp.float32))
   q_xs = (_blocks(q, bq, 1), _blocks(dout, bq, 1), _blocks(lse, bq, 3),
           _blocks(delta, bq, 3), _blocks(mask.query_slots_T, bq, 0))
-  valid = mask.key_valid_NxS
-  kv_xs = (_blocks(k, bkv, 1), _blocks(v, bkv, 1),
-           None if valid is None else _blocks(valid, bkv, 1),
-           jnp.arange(0, k.shape[1], bkv, dtype=jnp.int32))
+  kv_xs = (_blocks(k, bkv, 1), _blocks(v, bkv, 1), _key_blocks(mask, bkv, k.shape[1]))
 
   def key_block(dq_blocks, kv):
-    k_blk, v_blk, valid_blk, key_start = kv
+    k_blk, v_blk, (valid_blk, segments_blk, key_start) = kv
 
     def query_step(carry, qs):
       q_blk, do_blk, lse_blk, delta_blk, slots_B = qs
@@ -207,7 +237,7 @@ def _chunked_backward(q, k, v, mask, scale, bq, bkv, out, lse, dout):
       def grads(_):
         s = jnp.einsum("nbkrh,nckh->nkrbc", q_blk, k_blk,
                        preferred_element_type=jnp.float32) * scale
-        seen = mask.block(slots_B, key_start, bkv, valid_blk)[:, None, None]
+        seen = mask.block(slots_B, key_start, bkv, valid_blk, segments_blk)[:, None, None]
         p = jnp.where(seen, jnp.exp(jnp.where(seen, s, _NEG) - lse_blk[..., None]), 0.0)
         dv = jnp.einsum("nkrbc,nbkrh->nckh", p.astype(do_blk.dtype), do_blk,
                         preferred_element_type=jnp.float32)
@@ -223,7 +253,7 @@ def _chunked_backward(q, k, v, mask, scale, bq, bkv, out, lse, dout):
         return (jnp.zeros(q_blk.shape, jnp.float32), jnp.zeros(k_blk.shape, jnp.float32),
                 jnp.zeros(v_blk.shape, jnp.float32))
 
-      dq, dk, dv = jax.lax.cond(_visible(slots_B, key_start), grads, skip, None)
+      dq, dk, dv = jax.lax.cond(mask.may_see(slots_B, key_start), grads, skip, None)
       return (carry[0] + dk, carry[1] + dv), dq
 
     init = (jnp.zeros(k_blk.shape, jnp.float32), jnp.zeros(v_blk.shape, jnp.float32))
@@ -285,14 +315,18 @@ def chunked_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask: AttentionMask, sc
   # Padded queries get slot -1 (they see nothing); padded keys are invalid and lie
   # past every real query slot (< S), so no real query sees them.
   slots = jnp.pad(mask.query_slots_T.astype(jnp.int32), (0, tp - t), constant_values=-1)
-  valid = mask.key_valid_NxS
+  valid, segments = mask.key_valid_NxS, mask.segments_NxS
+  if valid is None and not mask.is_causal and sp > s:  # bidirectional: padded keys come after
+    valid = jnp.ones((k.shape[0], s), bool)
   if valid is not None:
     valid = jnp.pad(valid.astype(bool), ((0, 0), (0, sp - s)))
+  if segments is not None:
+    segments = jnp.pad(segments.astype(jnp.int32), ((0, 0), (0, sp - s)), constant_values=-1)
   # Tie the mask to q: under jax.grad of the decoder's layer scan, JAX hoists
   # loop-invariant work out of the loop, which would precompute every block pair's
   # mask, [T/bq, S/bkv, bq, bkv] (quadratic memory). The barrier makes it loop-variant.
-  q, slots, valid = jax.lax.optimization_barrier((q, slots, valid))
-  padded_mask = AttentionMask(slots, valid, mask.queries_are_keys)
+  q, slots, valid, segments = jax.lax.optimization_barrier((q, slots, valid, segments))
+  padded_mask = AttentionMask(slots, valid, mask.queries_are_keys, segments, mask.is_causal)
   return _chunked(q, k, v, padded_mask, float(scale), bq, bkv)[:, :t]
 
 
@@ -349,14 +383,14 @@ def cudnn_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask: AttentionMask, scal
   padding to the end; no dense mask). With a cache: xla for decode (T = 1, the
   scores are [N, Q, 1, S]), chunked for prefill (T > 1).
   """
-  if not mask.queries_are_keys:
+  if not mask.queries_are_keys or not mask.is_causal:
     return _cached_fallback(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale)
   _check_half("cudnn", q_NxTxKxRxH.dtype)
   return fused_causal_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask.key_valid_NxS, scale)
 
 
 def _cached_fallback(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale):
-  """The KV-cache path of cudnn and splash: xla for decode (T = 1), chunked for prefill."""
+  """The KV-cache (and bidirectional) path of cudnn and splash: xla for T = 1, else chunked."""
   if q_NxTxKxRxH.shape[1] == 1:
     return xla_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale)
   return chunked_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale)
@@ -400,7 +434,7 @@ def splash_attention(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask: AttentionMask, sca
   """
   if rows not in ("vmap", "map"):
     raise ValueError(f"splash attention: rows {rows!r} is not supported; expected 'vmap' or 'map'")
-  if not mask.queries_are_keys:
+  if not mask.queries_are_keys or not mask.is_causal:
     return _cached_fallback(q_NxTxKxRxH, k_NxSxKxH, v_NxSxKxH, mask, scale)
   from jax.experimental.pallas.ops.tpu import splash_attention as splash
   n, t, kh, r, h = q_NxTxKxRxH.shape

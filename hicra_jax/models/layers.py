@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hicra_jax.models.config import ModelConfig
 
@@ -44,12 +45,31 @@ def rope_inv_freq(config: ModelConfig) -> jnp.ndarray:
   return inv_freq
 
 
-def apply_rope(heads, positions_NxT, inv_freq):
+def rope_angles(positions, inv_freq, freq_rows=None):
+  """f32[N, T, H/2] rotation angles: position x inverse frequency.
+
+  positions: i32[N, T] (one position per token), or i32[A, N, T] (A position
+  rows: multimodal RoPE's t / h / w, the vision tower's h / w) with freq_rows,
+  a static tuple of H/2 row indices: the row each frequency reads its position from.
+  """
+  pos = positions.astype(jnp.float32)
+  if pos.ndim == 2:
+    return pos[..., None] * inv_freq
+  return jnp.moveaxis(pos[np.asarray(freq_rows)], 0, -1) * inv_freq
+
+
+def mrope_freq_rows(sections) -> tuple[int, ...]:
+  """freq_rows of multimodal RoPE: the first sections[0] frequencies read row 0 (t), ..."""
+  return tuple(int(r) for r in np.repeat(np.arange(len(sections)), sections))
+
+
+def apply_rope(heads, positions, inv_freq, freq_rows=None):
   """Rotate-half RoPE (the HF layout): x * cos + rotate_half(x) * sin, computed in float32.
 
-  heads: queries [N, T, Q, H] or keys [N, T, K, H]; inv_freq: f32[H/2].
+  heads: queries [N, T, Q, H] or keys [N, T, K, H]; inv_freq: f32[H/2];
+  positions, freq_rows: see `rope_angles`.
   """
-  angles = positions_NxT.astype(jnp.float32)[..., None] * inv_freq  # [N, T, H/2]
+  angles = rope_angles(positions, inv_freq, freq_rows)  # [N, T, H/2]
   cos = jnp.cos(angles)[:, :, None, :]
   sin = jnp.sin(angles)[:, :, None, :]
   x = heads.astype(jnp.float32)

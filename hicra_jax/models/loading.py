@@ -17,9 +17,10 @@ def load_pretrained(path: str | os.PathLike, *, dtype="float32", mesh=None,
 
   Args:
     path: a directory with config.json and model.safetensors (or a sharded
-      index), a .gguf file (dequantized to `dtype`), "smollm2" (the packaged
-      SmolLM2 GGUF), or a Hugging Face Hub id "org/name" / "org/name@revision"
-      when no local path of that name exists (from the Hub cache or, unless
+      index; a Qwen2.5-VL / MiMO-VL directory loads its vision tower too), a
+      .gguf file (dequantized to `dtype`), "smollm2" (the packaged SmolLM2
+      GGUF), or a Hugging Face Hub id "org/name" / "org/name@revision" when
+      no local path of that name exists (from the Hub cache or, unless
       HF_HUB_OFFLINE is set, downloaded: models/paths.py `resolve_model`).
     dtype: parameter dtype, "float32" or "bfloat16".
     mesh: optional jax Mesh; each parameter is placed with its sharding

@@ -68,12 +68,13 @@ def token_logprobs_and_entropy(hidden_NxTxD, head_DxV, targets_NxT, temperature=
 
 
 def model_token_logprobs_and_entropy(model, tokens_NxT, attention_mask=None, temperature=1.0, *,
-                                     chunk_size: int = 512):
+                                     chunk_size: int = 512, vision=None):
   """Log-prob of each next token under `model` and the next-token entropy.
 
   Position t scores tokens[:, t + 1] given tokens[:, : t + 1]; returns
-  (logprobs f32[N, T-1], entropy f32[N, T-1]).
+  (logprobs f32[N, T-1], entropy f32[N, T-1]). vision: the rows' images
+  (models/vision_inputs.VisionInputs; Qwen2.5-VL), or None.
   """
-  hidden, _ = model.hidden_states(tokens_NxT, attention_mask)
+  hidden, _ = model.hidden_states(tokens_NxT, attention_mask, vision=vision)
   return token_logprobs_and_entropy(hidden[:, :-1], model.head_weight(), tokens_NxT[:, 1:],
                                     temperature, chunk_size=chunk_size)

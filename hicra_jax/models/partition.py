@@ -30,6 +30,11 @@ BATCH = ("data", "fsdp")
 LOGICAL_TO_MESH = {
     "vocab": "tensor", "embed": "fsdp", "q_heads": "tensor", "kv_heads": "tensor",
     "mlp": "tensor", "layer": None, "norm": None, "head_dim": None,
+    # The vision tower: its width over "fsdp", heads and MLP widths over "tensor".
+    "vision_embed": "fsdp", "vision_heads": "tensor", "vision_mlp": "tensor",
+    "vision_merged": "fsdp", "vision_merger_mlp": "tensor", "vision_layer": None,
+    "vision_norm": None, "vision_head_dim": None, "vision_qkv": None, "vision_channels": None,
+    "vision_frames": None, "vision_pixels": None,
 }
 
 

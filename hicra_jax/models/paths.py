@@ -7,7 +7,8 @@
 
 A local path that exists always wins over reading it as a Hub id. Hub ids resolve
 through huggingface_hub's cache (HF_HOME / HF_HUB_CACHE): only the files loading
-needs are downloaded (config, safetensors, tokenizer, generation config), and with
+needs are downloaded (config, safetensors, tokenizer, generation config, image
+processor config), and with
 HF_HUB_OFFLINE=1 only the cache is read. Every command, `load_pretrained` and
 `load_tokenizer` resolve through `resolve_model`.
 
@@ -32,9 +33,10 @@ SMOLLM2 = "smollm2"  # the alias of SmolLM2-135M-Instruct (GGUF from the `llm-sm
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt",
                    "tokenizer.model", "added_tokens.json")
-# What load_pretrained + load_tokenizer read: config, weights (single or sharded), tokenizer.
+# What load_pretrained + load_tokenizer read: config, weights (single or sharded), tokenizer,
+# and a vision-language model's image processor settings (data/images.py).
 MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors",
-               "*.safetensors.index.json") + TOKENIZER_FILES
+               "*.safetensors.index.json", "preprocessor_config.json") + TOKENIZER_FILES
 # Top-level files only: repos keep other formats in folders (original/, onnx/, gguf/).
 _IGNORED = ("*/*",)
 

@@ -1,6 +1,7 @@
 """The decoder's parameters, declared once.
 
-Each row of `TENSORS` is one parameter tensor: its name in the decoder, its
+Each row of `TENSORS` (the decoder) and `VISION_TENSORS` (the Qwen2.5-VL vision
+tower, under `visual.`) is one parameter tensor: its name in the decoder, its
 logical axes (which give both its shape and its sharding), its initializer,
 its Hugging Face safetensors name and layout, its GGUF (llama.cpp) name, and
 the ModelConfig flag it exists under. Everything else is derived from this
@@ -19,6 +20,7 @@ This module imports no other hicra_jax module (config.py imports it for
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -33,7 +35,21 @@ AXIS_SIZES = {
     "head_dim": "head_dim",         # H
     "mlp": "intermediate_size",     # F
     "layer": "num_layers",          # L
+    # The Qwen2.5-VL vision tower (ModelConfig.vision; dotted: a VisionConfig field).
+    "vision_layer": "vision.depth",
+    "vision_embed": "vision.hidden_size",           # split over "fsdp"
+    "vision_norm": "vision.hidden_size",            # a norm scale or bias of that width (whole)
+    "vision_heads": "vision.num_heads",
+    "vision_head_dim": "vision.head_dim",
+    "vision_mlp": "vision.intermediate_size",
+    "vision_qkv": "vision.qkv_parts",               # the fused projection's query / key / value
+    "vision_channels": "vision.in_channels",
+    "vision_frames": "vision.temporal_patch_size",
+    "vision_pixels": "vision.patch_size",           # a patch's height or width
+    "vision_merged": "vision.merged_hidden_size",   # a merge unit's concatenated patches
+    "vision_merger_mlp": "vision.merged_hidden_size",
 }
+STACK_AXES = ("layer", "vision_layer")  # a leading axis of these: one HF tensor per index ({i})
 INITS = ("normal", "ones", "zeros")  # normal: std INIT_STD
 INIT_STD = 0.02
 LAYER_PREFIX = "layers."      # our per-layer tensors: "layers.x", stacked on a leading [L] axis
@@ -52,12 +68,18 @@ class Tensor(NamedTuple):
 
   @property
   def per_layer(self) -> bool:
-    return self.name.startswith(LAYER_PREFIX)
+    """Stacked on a leading layer axis (decoder layers or vision blocks): one HF tensor each."""
+    return self.axes[0] in STACK_AXES
 
   @property
   def attr(self) -> str:
-    """The attribute name on its module (the Decoder, or its `layers` holder)."""
-    return self.name.removeprefix(LAYER_PREFIX)
+    """The attribute name on its module (the Decoder, or a holder such as `layers`)."""
+    return self.name.rpartition(".")[2]
+
+  @property
+  def owner(self) -> str:
+    """Dotted path of the holder module ("" for the Decoder itself), e.g. "visual.blocks"."""
+    return self.name.rpartition(".")[0]
 
 
 # Each row: name, logical axes, init, when;  HF name, HF layout, GGUF name.
@@ -97,7 +119,53 @@ TENSORS = (
     Tensor("lm_head", ("embed", "vocab"), "normal", "!tie_embeddings",
            "lm_head.weight", "linear", "output.weight"),
 )
-BY_NAME = {t.name: t for t in TENSORS}
+
+# The Qwen2.5-VL vision tower (rows exist when ModelConfig.vision is set). HF names
+# are the published checkpoints' (`visual.*`); transformers 5 also reads and writes
+# them (weights.py accepts its in-memory `model.visual.*` spelling too). No GGUF names.
+_V = "visual.blocks.{i}."
+VISION_TENSORS = (
+    Tensor("visual.patch_embed",
+           ("vision_channels", "vision_frames", "vision_pixels", "vision_pixels", "vision_embed"),
+           "normal", "vision", "visual.patch_embed.proj.weight", "conv", ""),
+    Tensor("visual.blocks.norm1", ("vision_layer", "vision_norm"), "ones", "vision",
+           _V + "norm1.weight", "same", ""),
+    Tensor("visual.blocks.wqkv",
+           ("vision_layer", "vision_embed", "vision_qkv", "vision_heads", "vision_head_dim"),
+           "normal", "vision", _V + "attn.qkv.weight", "heads_in", ""),
+    Tensor("visual.blocks.bqkv", ("vision_layer", "vision_qkv", "vision_heads", "vision_head_dim"),
+           "zeros", "vision", _V + "attn.qkv.bias", "heads_bias", ""),
+    Tensor("visual.blocks.wo", ("vision_layer", "vision_heads", "vision_head_dim", "vision_embed"),
+           "normal", "vision", _V + "attn.proj.weight", "heads_out", ""),
+    Tensor("visual.blocks.bo", ("vision_layer", "vision_norm"), "zeros", "vision",
+           _V + "attn.proj.bias", "same", ""),
+    Tensor("visual.blocks.norm2", ("vision_layer", "vision_norm"), "ones", "vision",
+           _V + "norm2.weight", "same", ""),
+    Tensor("visual.blocks.w_gate", ("vision_layer", "vision_embed", "vision_mlp"), "normal",
+           "vision", _V + "mlp.gate_proj.weight", "linear", ""),
+    Tensor("visual.blocks.b_gate", ("vision_layer", "vision_mlp"), "zeros", "vision",
+           _V + "mlp.gate_proj.bias", "same", ""),
+    Tensor("visual.blocks.w_up", ("vision_layer", "vision_embed", "vision_mlp"), "normal",
+           "vision", _V + "mlp.up_proj.weight", "linear", ""),
+    Tensor("visual.blocks.b_up", ("vision_layer", "vision_mlp"), "zeros", "vision",
+           _V + "mlp.up_proj.bias", "same", ""),
+    Tensor("visual.blocks.w_down", ("vision_layer", "vision_mlp", "vision_embed"), "normal",
+           "vision", _V + "mlp.down_proj.weight", "linear", ""),
+    Tensor("visual.blocks.b_down", ("vision_layer", "vision_norm"), "zeros", "vision",
+           _V + "mlp.down_proj.bias", "same", ""),
+    Tensor("visual.merger_norm", ("vision_norm",), "ones", "vision",
+           "visual.merger.ln_q.weight", "same", ""),
+    Tensor("visual.merger_w1", ("vision_merged", "vision_merger_mlp"), "normal", "vision",
+           "visual.merger.mlp.0.weight", "linear", ""),
+    Tensor("visual.merger_b1", ("vision_merger_mlp",), "zeros", "vision",
+           "visual.merger.mlp.0.bias", "same", ""),
+    Tensor("visual.merger_w2", ("vision_merger_mlp", "embed"), "normal", "vision",
+           "visual.merger.mlp.2.weight", "linear", ""),
+    Tensor("visual.merger_b2", ("norm",), "zeros", "vision",
+           "visual.merger.mlp.2.bias", "same", ""),
+)
+ALL_TENSORS = TENSORS + VISION_TENSORS
+BY_NAME = {t.name: t for t in ALL_TENSORS}
 
 # layout -> (HF -> ours given our shape, ours -> HF). Torch Linear weights are [out, in].
 HF_LAYOUTS: dict[str, tuple[Callable, Callable]] = {
@@ -106,6 +174,8 @@ HF_LAYOUTS: dict[str, tuple[Callable, Callable]] = {
     "heads_in": (lambda x, s: x.T.reshape(s), lambda x: x.reshape(x.shape[0], -1).T),
     "heads_out": (lambda x, s: x.T.reshape(s), lambda x: x.reshape(-1, x.shape[-1]).T),
     "heads_bias": (lambda x, s: x.reshape(s), lambda x: x.reshape(-1)),
+    # Conv3d weight [out, in, frames, h, w] <-> ours [in, frames, h, w, out].
+    "conv": (lambda x, s: np.moveaxis(x, 0, -1), lambda x: np.moveaxis(x, -1, 0)),
 }
 
 
@@ -117,13 +187,13 @@ def exists(tensor: Tensor, config: Any) -> bool:
 
 
 def tensors(config: Any) -> tuple[Tensor, ...]:
-  """The rows `config` has, in table order."""
-  return tuple(t for t in TENSORS if exists(t, config))
+  """The rows `config` has, in table order (the text rows, then the vision tower's)."""
+  return tuple(t for t in ALL_TENSORS if exists(t, config))
 
 
 def shape(tensor: Tensor, config: Any) -> tuple[int, ...]:
   """Full shape of the tensor under `config` (per-layer tensors include [L])."""
-  return tuple(getattr(config, AXIS_SIZES[a]) for a in tensor.axes)
+  return tuple(operator.attrgetter(AXIS_SIZES[a])(config) for a in tensor.axes)
 
 
 def param_shapes(config: Any) -> dict[str, tuple[int, ...]]:
@@ -139,7 +209,7 @@ def num_params(config: Any) -> int:
 def hf_names(tensor: Tensor, config: Any) -> list[str]:
   """HF safetensors name(s): one per layer for per-layer tensors, else one."""
   if tensor.per_layer:
-    return [tensor.hf.format(i=i) for i in range(config.num_layers)]
+    return [tensor.hf.format(i=i) for i in range(shape(tensor, config)[0])]
   return [tensor.hf]
 
 

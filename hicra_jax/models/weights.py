@@ -94,6 +94,29 @@ class DictSource:
     return self._tensors[name]
 
 
+# Qwen2.5-VL: the published checkpoints' names (ours, `visual.*`, `model.*`) and the
+# spelling of transformers 5's module tree (`model.visual.*`, `model.language_model.*`).
+_VL_ALIASES = (("visual.", "model.visual."), ("model.", "model.language_model."))
+
+
+class AliasSource:
+  """A tensor source that also finds each name under its transformers 5 spelling."""
+
+  def __init__(self, source):
+    self._source = source
+    self._keys = set(source.keys())
+
+  def keys(self):
+    return self._source.keys()
+
+  def get(self, name: str) -> np.ndarray:
+    if name not in self._keys:
+      for ours, theirs in _VL_ALIASES:
+        if name.startswith(ours) and (alias := theirs + name[len(ours):]) in self._keys:
+          return self._source.get(alias)
+    return self._source.get(name)
+
+
 def _read(source, tensor: schema.Tensor, config: ModelConfig, dtype) -> np.ndarray:
   """Our full array of `tensor` (per-layer tensors stacked on [L]) from its HF tensor(s)."""
   to_ours = schema.HF_LAYOUTS[tensor.layout][0]
@@ -114,6 +137,8 @@ def _read(source, tensor: schema.Tensor, config: ModelConfig, dtype) -> np.ndarr
 def load_params(source, config: ModelConfig, *, dtype="float32", shardings=None) -> dict:
   """{our name: jax.Array} from a tensor source, cast to `dtype`, placed with `shardings`."""
   np_dtype = np.dtype(resolve_dtype(dtype))
+  if config.is_multimodal:
+    source = AliasSource(source)
   params = {}
   for tensor in schema.tensors(config):
     value = _read(source, tensor, config, np_dtype)

@@ -4,7 +4,9 @@ from hicra_jax.sampling.params import FINISH_LENGTH, FINISH_STOP, Rollout, Sampl
 from hicra_jax.sampling.sampler import (DEFAULT_PROMPT_BUCKETS, DeviceRollout,
                                         GenerationInterrupted, generate, generate_arrays,
                                         num_compilations, sample_token)
+from hicra_jax.sampling.slot_pool import PoolStats, generate_pooled_arrays, run_pool
 
 __all__ = ["DEFAULT_PROMPT_BUCKETS", "DeviceRollout", "FINISH_LENGTH", "FINISH_STOP",
-           "GenerationInterrupted", "Rollout", "SamplingParams", "generate", "generate_arrays",
-           "num_compilations", "sample_token"]
+           "GenerationInterrupted", "PoolStats", "Rollout", "SamplingParams", "generate",
+           "generate_arrays", "generate_pooled_arrays", "num_compilations", "run_pool",
+           "sample_token"]

@@ -33,6 +33,7 @@ from flax import nnx
 
 from hicra_jax import multihost, sharding
 from hicra_jax.models.decoder import Decoder, KVCache
+from hicra_jax.models.vision_inputs import VisionInputs, check_image_tokens
 from hicra_jax.sampling.params import (FINISH_LENGTH, FINISH_STOP, Rollout, SamplingParams,
                                        prompts_as_lists)
 
@@ -133,11 +134,12 @@ def _sampler(temperature, top_p, min_p, *, top_k, greedy, use_top_p, use_min_p):
 
 @functools.partial(jax.jit, static_argnames=("n",) + _DECODE_STATIC)
 def _prefill(graphdef, state, tokens_PxI, mask_PxI, first_row, stop_ids, rng, temperature,
-             top_p, min_p, *, n: int, max_new_tokens: int, top_k: int, greedy: bool,
-             use_top_p: bool, use_min_p: bool) -> _DecodeState:
+             top_p, min_p, vision=None, *, n: int, max_new_tokens: int, top_k: int,
+             greedy: bool, use_top_p: bool, use_min_p: bool) -> _DecodeState:
   """Prefills each prompt once, repeats its cache to n rows, samples the first token.
 
   first_row: i32[] the whole batch's index of this call's first row.
+  vision: the prompts' images (VisionInputs, one row per prompt) or None.
   """
   _TRACES["generate"] += 1  # runs once per trace, i.e. per compiled prefill + decode pair
   model = nnx.merge(graphdef, state)
@@ -146,7 +148,7 @@ def _prefill(graphdef, state, tokens_PxI, mask_PxI, first_row, stop_ids, rng, te
   sample = _sampler(temperature, top_p, min_p, top_k=top_k, greedy=greedy, use_top_p=use_top_p,
                     use_min_p=use_min_p)
   cache = KVCache.init(model.config, p, length + max_new_tokens, model.compute_dtype)
-  hidden, cache = model.hidden_states(tokens_PxI, mask_PxI, cache)
+  hidden, cache = model.hidden_states(tokens_PxI, mask_PxI, cache, vision=vision)
   last_logits = model.logits(hidden[:, -1:])[:, 0]  # prompts are left-padded
   # Expand each prompt's cache and last logits to its n contiguous rows.
   cache = KVCache(k=jnp.repeat(cache.k, n, axis=1), v=jnp.repeat(cache.v, n, axis=1),
@@ -206,6 +208,13 @@ def _decode(graphdef, state, carry: _DecodeState, stop_ids, rng, temperature, to
 MIN_WINDOW = 1024
 
 
+def attention_window(slot: int, slots: int, min_window: int | None = None) -> int:
+  """The slots a decode step writing at cache slot `slot` reads (pure): the smallest
+  power of two > slot, at least min_window (default MIN_WINDOW), at most `slots`."""
+  min_window = MIN_WINDOW if min_window is None else min_window
+  return min(slots, max(min_window, 1 << slot.bit_length()))
+
+
 def decode_segments(prompt_len: int, max_new_tokens: int, *, segment_tokens: int | None = None,
                     windowed: bool = True, min_window: int | None = None
                     ) -> list[tuple[int, int | None]]:
@@ -228,7 +237,7 @@ def decode_segments(prompt_len: int, max_new_tokens: int, *, segment_tokens: int
   while step < max_new_tokens:
     window, end = None, max_new_tokens
     if windowed:
-      window = min(slots, max(min_window, 1 << (prompt_len + step - 1).bit_length()))
+      window = attention_window(prompt_len + step - 1, slots, min_window)
       end = min(max_new_tokens, window - prompt_len + 1)
     if segment_tokens:
       end = min(end, step + segment_tokens)
@@ -374,8 +383,8 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
                     prompt_buckets: Sequence[int] = DEFAULT_PROMPT_BUCKETS,
                     memory_limit_bytes: int | None = None,
                     interrupt: Callable[[], bool] | None = None, segment_tokens: int = 256,
-                    rows_per_call: int | None = None, decode_window: bool = True
-                    ) -> DeviceRollout:
+                    rows_per_call: int | None = None, decode_window: bool = True,
+                    vision: VisionInputs | None = None) -> DeviceRollout:
   """Sample `params.n` completions for each prompt; global device arrays.
 
   Args:
@@ -401,6 +410,8 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
       to a power of two (`decode_segments`); the same tokens as reading every
       slot and the same log-probs up to float32 summation order (~1 ulp), at
       the cost of a few more compiled programs.
+    vision: the prompts' images (Qwen2.5-VL): VisionInputs with one row per prompt
+      (models/vision_inputs.py); the prefill places them, decoding is unchanged.
 
   Returns:
     DeviceRollout with N = P x n rows (row i belongs to prompt i // n), T = max_new_tokens.
@@ -434,14 +445,17 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
   return DeviceRollout.concatenate([
       _generate_call(model, prompts[start:start + per_call], params, rng, length,
                      first_row=start * params.n, interrupt=interrupt,
-                     segment_tokens=segment_tokens, decode_window=decode_window)
+                     segment_tokens=segment_tokens, decode_window=decode_window,
+                     vision=None if vision is None else vision.take(
+                         np.arange(start, min(start + per_call, len(prompts)))))
       for start in range(0, len(prompts), per_call)])
 
 
 def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingParams,
                    rng: jax.Array, length: int, *, first_row: int,
                    interrupt: Callable[[], bool] | None, segment_tokens: int,
-                   decode_window: bool = True) -> DeviceRollout:
+                   decode_window: bool = True, vision: VisionInputs | None = None
+                   ) -> DeviceRollout:
   """One prefill + decode over `prompts` (left-padded to `length`); rows numbered from first_row."""
   mesh = model.mesh
   tokens = np.zeros((len(prompts), length), np.int32)
@@ -449,6 +463,11 @@ def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingPar
   for i, ids in enumerate(prompts):
     tokens[i, length - len(ids):], mask[i, length - len(ids):] = ids, True
   rows_sharding = None if mesh is None else sharding.batch_sharding(mesh)
+  if vision is not None:  # the prompts' images: checked on the host, rows placed like tokens
+    check_image_tokens(model.config, tokens, mask, vision,
+                       names=[f"prompt {first_row // params.n + i}" for i in range(len(prompts))])
+    vision = jax.tree.map(lambda x: multihost.put(
+        np.asarray(x), None if mesh is None else sharding.batch_sharding(mesh, x.ndim)), vision)
   tokens, mask = multihost.put(tokens, rows_sharding), multihost.put(mask, rows_sharding)
   stop_ids = params.resolved_stop_ids(model.config.eos_token_id)
   graphdef, state = nnx.split(model)
@@ -457,8 +476,8 @@ def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingPar
              jnp.float32(params.min_p))
   static = dict(max_new_tokens=params.max_new_tokens, top_k=params.top_k,
                 greedy=params.greedy, use_top_p=params.top_p < 1.0, use_min_p=params.min_p > 0.0)
-  carry = _prefill(graphdef, state, tokens, mask, jnp.int32(first_row), *dynamic, n=params.n,
-                   **static)
+  carry = _prefill(graphdef, state, tokens, mask, jnp.int32(first_row), *dynamic, vision,
+                   n=params.n, **static)
   total = params.max_new_tokens
   check_every = None if interrupt is None else max(int(segment_tokens), 1)
   segments = decode_segments(length, total, segment_tokens=check_every, windowed=decode_window)
