@@ -64,6 +64,19 @@ def test_small_config_figures_by_hand():
   assert "KL reference params" in plan.report() and "fits" in plan.report()
 
 
+def test_refill_pool_kv_is_the_slots_plus_the_prompts_kv_by_hand():
+  run = _small_run()
+  run = RunConfig(model=run.model, loss=run.loss, rollout=RolloutConfig(
+      prompts_per_step=8, group_size=8, max_new_tokens=(4, 8), prompt_buckets=(4, 32),
+      refill_slots=12))
+  plan = memory_plan(run, read_model_config(run.model), devices=1, device_bytes=GIB)
+  # 12 slots x (32 + 8) cache slots, plus the 8 prompts' KV at the largest bucket (32):
+  # k and v = layers x rows x slots x kv heads x head_dim x 4 B, + a bool per row and slot.
+  pool = 2 * (2 * 12 * 40 * 1 * 16) * 4 + 12 * 40
+  prompts = 2 * (2 * 8 * 32 * 1 * 16) * 4 + 8 * 32
+  assert plan.rows_per_call == 12 and plan.kv_cache == pool + prompts == 189152
+
+
 def test_sharded_figures_and_mesh_sizes():
   assert mesh_sizes(MeshConfig(data=2, fsdp=-1), 8) == (2, 4, 1)
   assert mesh_sizes(MeshConfig(), 8) == (1, 1, 1)  # no mesh: one device

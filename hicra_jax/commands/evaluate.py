@@ -149,6 +149,7 @@ def run(config: config_lib.ConfigDict) -> None:
   # Imported here: keeps `hicra-jax --help` and `validate` from importing jax.
   # pylint: disable=import-outside-toplevel
   import jax
+  from hicra_jax.data.images import image_processor
   from hicra_jax.eval import evaluate_model, load_benchmarks, write_report
   from hicra_jax.models import load_tokenizer
   from hicra_jax.rewards import GraderPool
@@ -160,6 +161,9 @@ def run(config: config_lib.ConfigDict) -> None:
   if tokenizer is None:
     raise config_lib.field_error("tokenizer", config.tokenizer,
                                  f"a tokenizer path: {path} has none of its own")
+  # A vision-language model folder: its image processor, for benchmarks with images.
+  processor = (image_processor(path) if getattr(model.config, "is_multimodal", False)
+               and os.path.isdir(path) else None)
   benchmarks = load_benchmarks(list(config.benchmarks),
                                data_dir=os.path.expanduser(config.data_dir) or None,
                                limit=config.limit)
@@ -173,7 +177,7 @@ def run(config: config_lib.ConfigDict) -> None:
         pool=pool, log=lambda line: print(line, flush=True),
         temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
         min_p=config.min_p, max_new_tokens=config.max_new_tokens, template=config.template,
-        instruction=config.instruction, system=config.system or None)
+        instruction=config.instruction, system=config.system or None, processor=processor)
   finally:
     if pool is not None:
       pool.close()

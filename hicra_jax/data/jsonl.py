@@ -12,6 +12,11 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
   Raises:
     ValueError: a line that is not a JSON object (the message names the line).
   """
+  return [row for _, row in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str) -> list[tuple[int, dict[str, Any]]]:
+  """(line number from 1, object) of each non-blank line of a JSONL file (`read_jsonl`)."""
   rows = []
   with open(path, encoding="utf-8") as f:
     for number, line in enumerate(f, 1):
@@ -23,5 +28,5 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
         raise ValueError(f"{path}:{number}: not valid JSON: {e}") from e
       if not isinstance(row, dict):
         raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-      rows.append(row)
+      rows.append((number, row))
   return rows

@@ -16,7 +16,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "hicra_jax.eval.benchmarks": ("KNOWN_BENCHMARKS", "PAPER_BENCHMARKS", "Benchmark",
+    "hicra_jax.eval.benchmarks": ("KNOWN_BENCHMARKS", "PAPER_BENCHMARKS", "PAPER_VLM_BENCHMARKS",
+                                  "Benchmark",
                                   "BenchmarkInfo", "load_benchmark", "load_benchmarks",
                                   "parse_spec", "resolve_source", "to_example"),
     "hicra_jax.eval.harness": ("PAPER_TEMPERATURE", "ModelSampler", "SampleFn", "Samples",

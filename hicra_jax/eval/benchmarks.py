@@ -13,6 +13,14 @@ A benchmark is a list of examples, each a dict with at least "id" (str),
   list keeps its first element, "$" stripped), id from "id"/"unique_id"/
   "problem_id"/"idx" or the row index.
 
+Benchmarks with images (MathVista-style JSONL): a row may name `image` (a
+path) or `images` (a list of paths), relative to the JSONL file's folder or
+absolute; the example gets "images" (absolute paths, each checked to exist)
+and "where" (file:line). "pid" is also read as the id (MathVista, EMMA), and a
+row's "choices" (a list) are appended to the problem text as "Choices:" lines
+"(A) ...", "(B) ...". The gold answer stays the row's "answer". Hub sources
+with images are not read: convert them to JSONL with local image files.
+
 A spec names a benchmark: `"gsm8k"` (found under a data folder, or its default
 Hub source where it has one), `"gsm8k=path/to/file.jsonl"` or
 `"aime25=hf:math-ai/aime25@test"`. Nothing here depends on any particular
@@ -27,7 +35,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from hicra_jax.data.jsonl import read_jsonl
+from hicra_jax.data.image_paths import image_paths, names_images
+from hicra_jax.data.jsonl import read_jsonl_numbered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +68,15 @@ KNOWN_BENCHMARKS: dict[str, BenchmarkInfo] = {b.name: b for b in (
     BenchmarkInfo("minerva", "Minerva", 1, ("minerva", "minerva_math")),
     BenchmarkInfo("olympiadbench", "Olympiad", 1, ("olympiadbench", "olympiad_bench")),
     BenchmarkInfo("gsm8k", "GSM8K", 1, ("gsm8k",), "hf:openai/gsm8k:main@test"),
+    # The paper's vision-language benchmarks (Table 2): MathVista-style JSONL with local
+    # images (see the module docstring); k = 1, pass@1 at temperature 0.6.
+    BenchmarkInfo("mathvista", "MathVista", 1, ("mathvista",)),
+    BenchmarkInfo("mathvision", "MathVision", 1, ("mathvision", "math_vision")),
+    BenchmarkInfo("mathverse", "MathVerse", 1, ("mathverse",)),
+    BenchmarkInfo("emma", "EMMA", 1, ("emma",)),
 )}
 PAPER_BENCHMARKS = ("aime24", "aime25", "math500", "amc23", "minerva", "olympiadbench")
+PAPER_VLM_BENCHMARKS = ("mathvista", "mathvision", "mathverse", "emma")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HUB = re.compile(r"hf:(?P<dataset>[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)(?::(?P<config>[\w.-]+))?"
                   r"(?:@(?P<split>[\w.-]+))?")
@@ -176,7 +192,7 @@ def check_specs(specs: Sequence[str], data_dir: str | None = None) -> list[tuple
 
 _PROBLEM_FIELDS = ("problem", "question", "Problem", "Question", "prompt")
 _ANSWER_FIELDS = ("answer", "final_answer", "Answer", "expected_answer", "solution_answer")
-_ID_FIELDS = ("id", "unique_id", "problem_id", "ID", "idx", "index")
+_ID_FIELDS = ("id", "unique_id", "problem_id", "ID", "idx", "index", "pid")
 
 
 def _answer_str(value: Any) -> str | None:
@@ -197,11 +213,16 @@ def _answer_str(value: Any) -> str | None:
   return value.strip()
 
 
-def to_example(row: Mapping[str, Any], index: int, where: str = "") -> dict[str, Any]:
+def to_example(row: Mapping[str, Any], index: int, where: str = "", *,
+               image_dir: str | None = None, line: int | None = None) -> dict[str, Any]:
   """A benchmark example (str id, problem, answer; other fields kept) from a raw row.
 
+  image_dir: the folder image paths resolve against (a JSONL file's); None: a
+  row that names images is an error. line: the row's line in its file (messages).
+
   Raises:
-    ValueError: no problem text or no usable answer (the message names the row).
+    ValueError: no problem text, no usable answer, or a bad or missing image
+      (the message names the row).
   """
   problem = next((row[f] for f in _PROBLEM_FIELDS if isinstance(row.get(f), str)), None)
   answer = next((a for a in (_answer_str(row.get(f)) for f in _ANSWER_FIELDS if f in row)
@@ -213,6 +234,17 @@ def to_example(row: Mapping[str, Any], index: int, where: str = "") -> dict[str,
   rid = next((row[f] for f in _ID_FIELDS if row.get(f) is not None), index)
   example = dict(row)
   example.update(id=str(rid), problem=problem, answer=answer)
+  if names_images(row):
+    place = f"{where}line {line} (id {rid})" if line is not None else f"{where}row {index}"
+    if image_dir is None:
+      raise ValueError(f"{place}: names images; images are read from JSONL benchmarks only "
+                       "(convert the source to JSONL with local image files)")
+    example["images"] = image_paths(row, base_dir=image_dir, where=place)
+    example["where"] = place
+    choices = row.get("choices")
+    if isinstance(choices, (list, tuple)) and choices:
+      example["problem"] = problem + "\nChoices:\n" + "\n".join(
+          f"({chr(ord('A') + i)}) {c}" for i, c in enumerate(choices))
   return example
 
 
@@ -254,17 +286,21 @@ def load_benchmark(spec: str, *, data_dir: str | None = None, limit: int = 0,
   name, source = resolve_source(spec, data_dir)
   if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
     raise ValueError(f"limit must be an int >= 0 (0: all), got {limit!r}")
+  lines, image_dir = None, None
   if source.startswith("hf:"):
     rows = _load_hub(source, hub_loader)
   else:
     if not os.path.isfile(source):
       raise ValueError(f"benchmark {name!r}: no such file {source!r}")
-    rows = read_jsonl(source)
+    numbered = read_jsonl_numbered(source)
+    rows, lines = [row for _, row in numbered], [line for line, _ in numbered]
+    image_dir = os.path.dirname(source) or "."
   examples = []
   for i, row in enumerate(rows):
     if limit and len(examples) >= limit:
       break
-    examples.append(to_example(row, i, where=f"{source}: "))
+    examples.append(to_example(row, i, where=f"{source}: ", image_dir=image_dir,
+                               line=None if lines is None else lines[i]))
   if not examples:
     raise ValueError(f"benchmark {name!r}: {source!r} holds no examples")
   ids = [e["id"] for e in examples]

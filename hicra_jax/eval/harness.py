@@ -11,6 +11,11 @@ temperature 0.6; avg@k with k = 32 for AIME24/25, 4 for AMC23 and 1 otherwise;
 strict \\boxed{} matching ("math_strict"); unbiased pass@k. Temperature 0 means
 greedy decoding.
 
+Problems with images (benchmarks in MathVista's layout, eval/benchmarks.py)
+reach the sampler as {"problem", "images", "where"} mappings (`sampler_input`);
+`ModelSampler(..., processor=...)` builds their prompts with image tokens and
+prefills them with their images.
+
 Seeds: batch b of benchmark `name` is sampled with seed
 `crc32(f"{seed}:{name}:{b}")`, so a benchmark's samples do not depend on which
 other benchmarks run; they do depend on `rows_per_batch`.
@@ -28,10 +33,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from hicra_jax.data import images as images_lib
 from hicra_jax.data.prompts import DEFAULT_INSTRUCTION, encode_prompts
 from hicra_jax.eval.benchmarks import Benchmark
 from hicra_jax.eval.metrics import accuracy_metrics
 from hicra_jax.eval.report import BenchmarkResult, EvalReport, sample_record
+from hicra_jax.models import VisionInputs
 from hicra_jax.rewards import NO_ANSWER, GraderPool, get_reward, grade_batch, rewards_array
 from hicra_jax.sampling import SamplingParams, generate_arrays
 
@@ -55,7 +62,23 @@ class Samples:
   finish_reasons: Sequence[str]
 
 
-SampleFn = Callable[[Sequence[str], int, int], Samples]
+# (problems, n, seed) -> Samples. A problem is its text, or for a problem with images a
+# mapping {"problem": text, "images": [paths][, "where": how messages name it]}.
+SampleFn = Callable[[Sequence[Any], int, int], Samples]
+
+
+def sampler_input(example: Mapping[str, Any]) -> Any:
+  """What `evaluate` passes a `SampleFn` for a benchmark example (see SampleFn)."""
+  if not example.get("images"):
+    return example["problem"]
+  return {"problem": example["problem"], "images": list(example["images"]),
+          "where": f"example {example['id']} ({example.get('where', '')})"}
+
+
+def vision_rows(model_config, pixels: Sequence[images_lib.PixelInputs | None]) -> VisionInputs:
+  """The `VisionInputs` of rows with these images (None: a row without images)."""
+  return VisionInputs.from_rows(model_config, [
+      None if p is None else (p.pixel_values, p.image_grid_thw) for p in pixels])
 
 
 class ModelSampler:
@@ -72,6 +95,8 @@ class ModelSampler:
       by step reasoning and a \\boxed{} answer.
     generate_fn: replaces `generate_all_rows` (`hicra_jax.sampling.generate`'s signature).
     mesh: passed to `generate_fn`.
+    processor: the image processor of a vision-language model
+      (`hicra_jax.data.images.image_processor`), for problems with images.
 
   Attributes:
     settings: the sampling and prompting settings, recorded in reports.
@@ -82,7 +107,7 @@ class ModelSampler:
                max_new_tokens: int = 4096, template: str = "auto",
                instruction: str | None = None, system: str | None = None,
                chat_template_kwargs: Mapping[str, Any] | None = None,
-               generate_fn: Callable[..., Any] | None = None, mesh=None):
+               generate_fn: Callable[..., Any] | None = None, mesh=None, processor=None):
     if not temperature >= 0:
       raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
     self.model = model
@@ -92,6 +117,7 @@ class ModelSampler:
     self.template = template
     self.chat_template_kwargs = dict(chat_template_kwargs or {})
     self.mesh = mesh
+    self.processor = processor
     self._generate = generate_fn
     self.params_kwargs = dict(
         max_new_tokens=int(max_new_tokens), temperature=float(temperature) or 1.0,
@@ -104,13 +130,18 @@ class ModelSampler:
     if self.chat_template_kwargs:
       self.settings["chat_template_kwargs"] = dict(self.chat_template_kwargs)
 
-  def __call__(self, problems: Sequence[str], n: int, seed: int) -> Samples:
-    prompts = encode_prompts(self.tokenizer, list(problems), system=self.system,
-                             instruction=self.instruction or None, template=self.template,
-                             chat_template_kwargs=self.chat_template_kwargs or None)
+  def __call__(self, problems: Sequence[Any], n: int, seed: int) -> Samples:
+    encode = dict(system=self.system, instruction=self.instruction or None,
+                  template=self.template, chat_template_kwargs=self.chat_template_kwargs or None)
+    options = {}
+    if all(isinstance(p, str) for p in problems):
+      prompts = encode_prompts(self.tokenizer, list(problems), **encode)
+    else:
+      prompts, options["vision"] = self._image_prompts(problems, encode)
     params = SamplingParams.for_tokenizer(self.tokenizer, n=n, **self.params_kwargs)
     generate_fn = self._generate or generate_all_rows
-    rollout = generate_fn(self.model, prompts, params, jax.random.key(seed), mesh=self.mesh)
+    rollout = generate_fn(self.model, prompts, params, jax.random.key(seed), mesh=self.mesh,
+                          **options)
     expected = np.repeat(np.arange(len(prompts)), n)
     if not np.array_equal(np.asarray(rollout.prompt_index), expected):
       raise ValueError("the sampler returned rows out of the documented order (row i must "
@@ -118,6 +149,25 @@ class ModelSampler:
     return Samples(texts=list(rollout.texts(self.tokenizer)),
                    lengths=[int(x) for x in rollout.lengths],
                    finish_reasons=[str(x) for x in rollout.finish_reason])
+
+  def _image_prompts(self, problems: Sequence[Any], encode: Mapping[str, Any]):
+    """(prompt ids, VisionInputs) of problems some of which have images (see SampleFn)."""
+    items = [{"problem": p, "images": []} if isinstance(p, str)
+             else {"where": f"problem {k}", **p} for k, p in enumerate(problems)]
+    for i in items:
+      i["images"] = [i["images"]] if isinstance(i["images"], str) else list(i["images"])
+    if self.processor is None:
+      where = next(i["where"] for i in items if i["images"])
+      raise ValueError(f"{where}: the problem has images but the sampler has no image "
+                       "processor (ModelSampler(..., processor=hicra_jax.data.images."
+                       "image_processor(model_dir)))")
+    encoded = images_lib.encode_image_prompts(
+        self.tokenizer, self.processor, [i["problem"] for i in items],
+        [i["images"] for i in items], [i.get("where", "") for i in items], **encode)
+    pixels = [images_lib.pixel_inputs(i["images"], self.processor, i.get("where", ""),
+                                      expected_grid=grid)
+              if i["images"] else None for i, (_, grid) in zip(items, encoded)]
+    return [ids for ids, _ in encoded], vision_rows(self.model.config, pixels)
 
 
 def generate_all_rows(model, prompts, params: SamplingParams, rng, **options):
@@ -180,7 +230,7 @@ def evaluate(benchmarks: Sequence[Benchmark], sample: SampleFn, *, label: str = 
     for b, start in enumerate(range(0, len(examples), per_call)):
       batch = examples[start:start + per_call]
       t0 = time.perf_counter()
-      out = sample([e["problem"] for e in batch], n, batch_seed(seed, bench.name, b))
+      out = sample([sampler_input(e) for e in batch], n, batch_seed(seed, bench.name, b))
       rows = len(batch) * n
       if not len(out.texts) == len(out.lengths) == len(out.finish_reasons) == rows:
         raise ValueError(f"the sampler returned {len(out.texts)} texts, {len(out.lengths)} "

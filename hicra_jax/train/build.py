@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from hicra_jax import config as config_lib
 from hicra_jax import sharding
+from hicra_jax.data import images as images_lib
 from hicra_jax.data.datasets import attach_prompt_ids, load_rows
 from hicra_jax.data.prompts import stop_tokens
 from hicra_jax.eval.benchmarks import load_benchmarks
@@ -24,6 +26,7 @@ from hicra_jax.planning.trie import save_bytes
 from hicra_jax.rewards import ERROR, TIMEOUT, grade_batch
 from hicra_jax.train import synthetic
 from hicra_jax.train.loop import Components
+from hicra_jax.train.rollout import vision_token_ids
 from hicra_jax.train.run_config import (RANDOM_MODEL, SYNTHETIC, SYNTHETIC_REWARD, MeshConfig,
                                          ModelSettings, RunConfig)
 
@@ -52,8 +55,32 @@ def load_model(m: ModelSettings, *, seed: int = 0, mesh=None):
   return model, model_config, tokenizer
 
 
-def load_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
-  """All examples (eval ones first), each with "id" and "prompt_ids"."""
+def load_image_processor(config: RunConfig, model_config):
+  """A vision-language model's image processor (its folder's preprocessor_config.json,
+  pixel bounds from data.image_min_pixels / image_max_pixels), or None for a text model.
+
+  Raises:
+    ValueError: the processor's patch, merge or temporal patch size differs from the model's.
+  """
+  if not getattr(model_config, "is_multimodal", False):
+    return None
+  d = config.data
+  bounds = {key: value for key, value in (("min_pixels", d.image_min_pixels),
+                                           ("max_pixels", d.image_max_pixels)) if value}
+  processor = images_lib.image_processor(resolve_model(config.model.path), **bounds)
+  vision = model_config.vision
+  for name, expected in (("patch_size", vision.patch_size),
+                         ("merge_size", vision.spatial_merge_size),
+                         ("temporal_patch_size", vision.temporal_patch_size)):
+    if getattr(processor, name) != expected:
+      raise ValueError(f"{config.model.path}: the image processor's {name} is "
+                       f"{getattr(processor, name)} but the model's vision tower takes {expected}")
+  return processor
+
+
+def load_examples(config: RunConfig, tokenizer, processor=None) -> list[dict[str, Any]]:
+  """All examples (eval ones first), each with "id" and "prompt_ids" (and, with a
+  vision-language model's processor, their images' "image_grid_thw")."""
   d = config.data
   if d.source == SYNTHETIC:
     return synthetic.synthetic_examples(d.size + d.eval_size,
@@ -63,7 +90,7 @@ def load_examples(config: RunConfig, tokenizer) -> list[dict[str, Any]]:
                    size=d.size + d.eval_size, seed=config.seed,
                    task_kwargs=d.kwargs, question_field=d.question_field,
                    answer_field=d.answer_field)
-  return attach_prompt_ids(rows, tokenizer, template=d.template)
+  return attach_prompt_ids(rows, tokenizer, template=d.template, processor=processor)
 
 
 def text_reward_fn(name: str, timeout_s: float):
@@ -102,14 +129,20 @@ def build_components(config: RunConfig) -> Components:
   """The model (on the run's mesh), examples, reward, planner and KL reference of a run."""
   model, model_config, tokenizer = load_model(config.model, seed=config.seed,
                                               mesh=make_mesh(config.model.mesh))
-  examples = load_examples(config, tokenizer)
+  processor = load_image_processor(config, model_config)
+  slots = getattr(config.rollout, "refill_slots", 0)
+  if processor is not None and slots:
+    raise config_lib.field_error("rollout.refill_slots", slots, "0 for a vision-language model "
+                                 "(continuous batching does not take images yet)")
+  examples = load_examples(config, tokenizer, processor)
   eval_size = config.data.eval_size
   if config.reward.name == SYNTHETIC_REWARD:
     reward_fn = synthetic.synthetic_reward_fn(config.reward.target_token)
     stop_ids: tuple[int, ...] = ()
   else:
     reward_fn = text_reward_fn(config.reward.name, config.reward.timeout_s)
-    stop_ids = tuple(stop_tokens(tokenizer).ids)
+    # A vision-language model's sampled image token ends the completion (never trained on).
+    stop_ids = tuple(dict.fromkeys(stop_tokens(tokenizer).ids + vision_token_ids(model_config)))
   planner, trie_bytes = build_planner(config, tokenizer)
   ref_params = None
   if config.loss.kl_coef > 0:
@@ -124,4 +157,4 @@ def build_components(config: RunConfig) -> Components:
   return Components(model=model, examples=examples[eval_size:], eval_examples=examples[:eval_size],
                     reward_fn=reward_fn, planner=planner, tokenizer=tokenizer, stop_ids=stop_ids,
                     trie_bytes=trie_bytes, ref_params=ref_params, model_config=model_config,
-                    benchmarks=benchmarks)
+                    benchmarks=benchmarks, image_processor=processor)

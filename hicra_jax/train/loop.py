@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from hicra_jax import multihost
+from hicra_jax.data import images as images_lib
 from hicra_jax.data.datasets import ExampleStream
 from hicra_jax.eval import harness
 from hicra_jax.eval import report as eval_report
@@ -77,6 +78,9 @@ class Components:
   trie_bytes: the SG trie saved with checkpoints (b"" when the planner is not
   a trie). ref_params: optional frozen reference params for the KL term.
   benchmarks: loaded benchmarks for avg@k / pass@k at eval steps.
+  image_processor: a vision-language model's image processor
+  (`hicra_jax.data.images.image_processor`); examples may then carry "images"
+  and "image_grid_thw" (`attach_prompt_ids(..., processor=...)`).
   """
 
   model: Any
@@ -90,6 +94,7 @@ class Components:
   ref_params: Any = None
   model_config: Any = None
   benchmarks: Sequence[Any] = ()  # `hicra_jax.eval.Benchmark`s evaluated at eval steps
+  image_processor: Any = None  # a vision-language model's image processor (None: text)
 
 
 def optimizer_config(o: OptimConfig, *, total_steps: int) -> OptimizerConfig:
@@ -138,6 +143,9 @@ class Trainer:
     self.stage = 0  # curriculum stage: index into rollout.max_new_tokens
     self.workdir = config.workdir
     self.mesh = getattr(components.model, "mesh", None)
+    # A vision-language model: sampled image tokens never enter the loss (rollout.collect).
+    self.exclude_ids = (rollout_lib.vision_token_ids(components.model.config)
+                        if components.image_processor is not None else ())
     self.is_main = multihost.is_main()
     self.checkpointer = Checkpointer(
         f"{self.workdir}/checkpoints", keep=config.checkpoint.keep,
@@ -211,7 +219,17 @@ class Trainer:
         prompt_buckets=self.config.rollout.prompt_buckets,
         segment_tokens=self.config.rollout.signal_check_tokens,
         rows_per_call=None if cap is None else max(cap, n),
-        tokenizer=self.c.tokenizer, interrupt=self.stopping)
+        refill_slots=self.config.rollout.refill_slots,
+        tokenizer=self.c.tokenizer, interrupt=self.stopping, vision=self._vision(examples))
+
+  def _vision(self, examples):
+    """The examples' images (`VisionInputs`, one row each; read and processed now), or None
+    for a text model."""
+    processor = self.c.image_processor
+    if processor is None:
+      return None
+    return harness.vision_rows(self.c.model.config, [
+        images_lib.example_pixel_inputs(e, processor) for e in examples])
 
   def train_step(self) -> dict[str, Any]:
     """One RL step; returns the step's metrics (host floats), or {} when a signal
@@ -225,7 +243,7 @@ class Trainer:
                             temperature=self.config.rollout.temperature),
           self.data, key, self.c.reward_fn, group_size=self.group_size,
           prompts_per_step=self.prompts_per_step, dynamic_filter=self.config.filter.dynamic,
-          max_rounds=self.config.filter.max_rounds, mesh=self.mesh)
+          max_rounds=self.config.filter.max_rounds, mesh=self.mesh, exclude_ids=self.exclude_ids)
       time.sleep(float(os.environ.get(TEST_STEP_SLEEP_ENV, "0")))  # tests: a window to kill
     except GenerationInterrupted:  # a signal arrived mid-rollout: handled just below
       if not self.stopping():
@@ -242,14 +260,15 @@ class Trainer:
     dynamics = step_metrics.dynamics(rollouts, credit.planning_NxT, credit.sg_counts_NxZ,
                                      fork_quantile=log.fork_quantile,
                                      follow_ngram=log.follow_ngram)  # runs beside the update
+    vision = batch_lib.place_vision(rollouts.vision_P, self.mesh)
     batch = batch_lib.assemble_batch(
         rollouts, credit, group_size=self.group_size,
         prompt_buckets=self.config.rollout.prompt_buckets, update_cfg=self.update_cfg,
         graphdef=self.graphdef, ref_params=self.c.ref_params,
-        mesh=self.mesh)
+        mesh=self.mesh, vision=vision)
     lr = float(self.schedule(optimizer_count(self.state)))
     shuffle_key = jax.random.fold_in(key, SHUFFLE_STREAM)  # mini-batch order
-    self.state, update_metrics = step_lib.update(self.state, batch, shuffle_key,
+    self.state, update_metrics = step_lib.update(self.state, batch, shuffle_key, vision,
                                                  graphdef=self.graphdef,
                                                  optimizer=self.optimizer, cfg=self.update_cfg)
     update_metrics = {k: float(v) for k, v in jax.device_get(update_metrics).items()}
@@ -316,7 +335,8 @@ class Trainer:
                                     segment_tokens=self.config.rollout.signal_check_tokens)
     sampler = harness.ModelSampler(self.policy(), self.c.tokenizer, temperature=ev.temperature,
                                    max_new_tokens=self.max_new_tokens,
-                                   template=self.config.data.template, generate_fn=generate_fn)
+                                   template=self.config.data.template, generate_fn=generate_fn,
+                                   processor=self.c.image_processor)
     report = harness.evaluate(
         self.c.benchmarks, sampler, label=f"step {step}", k=ev.samples, reward=ev.reward,
         seed=self.config.seed + step, rows_per_batch=max(

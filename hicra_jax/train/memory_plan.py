@@ -353,7 +353,9 @@ def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
 
   Returns:
     MemoryPlan. The rollout's KV cache (`KVCache.num_bytes`, models/decoder.py) is
-    rows_per_call x slots x L x K x H x 2 x c (+ a bool per slot) over the batch
+    rows_per_call x slots x L x K x H x 2 x c (+ a bool per slot) (with
+    rollout.refill_slots: that many rows, plus the prompts' KV of prompts_per_step x
+    the largest prompt bucket, which the slot pool keeps) over the batch
     shards (data x fsdp) and, when "tensor" divides the KV heads, over tensor; its
     logits rows_per_call x V x 4 over the batch shards. The update's sequence is the
     same slots; the activations are `activation_bytes` of ceil(micro_batch_size /
@@ -366,11 +368,18 @@ def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
   compute = _compute_dtype(config)
   compute_bytes = DTYPE_BYTES[compute]
   free = None if device_bytes is None else device_bytes - params - optimizer - reference
-  prompts = rollout_prompts_per_call(config, model_config, shards=shards, free_bytes=free)
-  rows = prompts * config.rollout.group_size
   slots = _slots(config)
   kv_shards = shards * (tensor if model_config.num_kv_heads % tensor == 0 else 1)
-  kv = -(-KVCache.num_bytes(model_config, rows, slots, compute) // kv_shards)
+  if config.rollout.refill_slots:
+    # The slot pool (sampling/slot_pool.py): S rows of the full length, plus the KV of the
+    # step's prompts, kept for the refills.
+    rows = config.rollout.refill_slots
+    prompt_kv = KVCache.num_bytes(model_config, config.rollout.prompts_per_step,
+                                  max(config.rollout.prompt_buckets), compute)
+  else:
+    prompts = rollout_prompts_per_call(config, model_config, shards=shards, free_bytes=free)
+    rows, prompt_kv = prompts * config.rollout.group_size, 0
+  kv = -(-(KVCache.num_bytes(model_config, rows, slots, compute) + prompt_kv) // kv_shards)
   logits = -(-rows // shards) * model_config.vocab_size * 4
   attention = resolve_attention(config.model.attention, compute, platform)
   micro_rows = -(-config.loss.micro_batch_size // shards)

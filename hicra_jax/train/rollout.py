@@ -24,13 +24,27 @@ import numpy as np
 from hicra_jax import multihost, sharding
 from hicra_jax.data.datasets import ExampleStream
 from hicra_jax.sampling import (FINISH_LENGTH, FINISH_STOP, DeviceRollout, Rollout,
-                                SamplingParams, generate_arrays)
+                                SamplingParams, generate_arrays, generate_pooled_arrays)
 
 logger = logging.getLogger("hicra_jax.train")
 
 # (completions: list[list[int]], texts: list[str] | None, examples, group_size)
 #   -> (rewards f32[N], number of failed gradings)
 RewardFn = Callable[[list, Any, Sequence[Mapping[str, Any]], int], tuple[np.ndarray, int]]
+
+
+def vision_token_ids(model_config) -> tuple[int, ...]:
+  """A vision-language model's image / video / vision start and end tokens (() for text).
+
+  A vision-language run stops a completion at any of them and keeps them out
+  of the loss: the update's forward pass places images at image tokens, so it
+  must see only its prompts' ones.
+  """
+  if not getattr(model_config, "is_multimodal", False):
+    return ()
+  names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+  ids = (getattr(model_config, name, None) for name in names)
+  return tuple(dict.fromkeys(int(i) for i in ids if i is not None))
 
 
 def safe_rewards(reward_fn: RewardFn, completions, texts, examples, group_size: int
@@ -59,7 +73,8 @@ class Sampled:
   rollout: this process's rows as host arrays (all rows with one process;
   whole groups, `rollout.prompt_index` names their prompts). completions:
   those rows' token ids without the stop token (what rewards read); texts:
-  their decoded text (None without a tokenizer).
+  their decoded text (None without a tokenizer). vision: the P prompts'
+  images (a host `hicra_jax.models.VisionInputs`, row p = prompt p), or None.
   """
 
   prompts: list[list[int]]
@@ -67,6 +82,7 @@ class Sampled:
   rollout: Rollout
   completions: list[list[int]]
   texts: list[str] | None
+  vision: Any = None
 
   def local_prompts(self, group_size: int) -> np.ndarray:
     """i64[P_local]: the prompts whose rows this process holds, in row order."""
@@ -80,25 +96,37 @@ class Sampled:
 
 def sample(policy, examples: Sequence[Mapping[str, Any]], params: SamplingParams,
            key: jax.Array, *, prompt_buckets: Sequence[int], segment_tokens: int,
-           rows_per_call: int | None = None, tokenizer=None,
-           interrupt: Callable[[], bool] | None = None) -> Sampled:
+           rows_per_call: int | None = None, refill_slots: int = 0, tokenizer=None,
+           interrupt: Callable[[], bool] | None = None, vision=None) -> Sampled:
   """`params.n` completions of each example's "prompt_ids", in generate calls of at most
-  `rows_per_call` rows (None: sized from device memory).
+  `rows_per_call` rows (None: sized from device memory), or, with refill_slots > 0,
+  through a pool of that many slots (continuous batching; the same rows).
+
+  vision: the examples' images (`VisionInputs`, one row per example), or None;
+  the prompts are prefilled with them.
 
   Raises:
     GenerationInterrupted: `interrupt()` returned True between two decode
       segments of `segment_tokens` tokens.
   """
   prompts = [list(e["prompt_ids"]) for e in examples]
-  arrays = generate_arrays(policy, prompts, params, key, prompt_buckets=tuple(prompt_buckets),
-                           interrupt=interrupt, segment_tokens=segment_tokens,
-                           rows_per_call=rows_per_call)
+  common = dict(prompt_buckets=tuple(prompt_buckets), interrupt=interrupt,
+                segment_tokens=segment_tokens)
+  if vision is not None:
+    if refill_slots:
+      raise ValueError("rollout.refill_slots > 0 (continuous batching) does not take images "
+                       "yet; set rollout.refill_slots=0 for a vision-language model")
+    common["vision"] = vision
+  if refill_slots:
+    arrays = generate_pooled_arrays(policy, prompts, params, key, slots=refill_slots, **common)
+  else:
+    arrays = generate_arrays(policy, prompts, params, key, rows_per_call=rows_per_call, **common)
   rollout = arrays.to_host(params.n)
   completions = rollout.token_lists(include_stop=False)
   texts = None
   if tokenizer is not None:
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
-  return Sampled(prompts, arrays, rollout, completions, texts)
+  return Sampled(prompts, arrays, rollout, completions, texts, vision)
 
 
 def grade(sampled: Sampled, examples: Sequence[Mapping[str, Any]], reward_fn: RewardFn,
@@ -126,7 +154,8 @@ class StepRollouts:
     tokens_NxT, logprobs_NxT, entropy_NxT, completion_mask_NxT, loss_mask_NxT:
       global device arrays (rows over the mesh's batch axes); entropy_NxT is
       the raw policy's token entropy at sampling (`DeviceRollout`);
-      loss_mask_NxT is the completion tokens that enter the loss.
+      loss_mask_NxT is the completion tokens that enter the loss (never a
+      token of `exclude_ids`, e.g. a sampled image token).
     finish_N: "stop" or "length"; rewards_N: f32 (host).
     loss_rows_N: bool, False on the rows of groups that only fill the batch
       (too few informative groups after max_rounds): they carry no loss.
@@ -138,6 +167,8 @@ class StepRollouts:
     process's), reward_failures (gradings that failed or were not finite, all
     processes), generated_tokens, filter_rounds (rounds used), kept_fraction
     (informative groups / sampled).
+  vision_P: the P prompts' images (host `VisionInputs`, row p = prompt p), or
+    None without images.
   """
 
   examples: list[Mapping[str, Any]]
@@ -159,6 +190,7 @@ class StepRollouts:
   generated_tokens: int
   filter_rounds: int
   kept_fraction: float
+  vision_P: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,16 +203,21 @@ class _Round:
   rewards_N: np.ndarray
   finish_N: np.ndarray
   lengths_N: np.ndarray
+  vision: Any = None
 
 
-@functools.partial(jax.jit, static_argnames=("rows_sharding",))
-def _take_rows(rounds: tuple[DeviceRollout, ...], rows_N, loss_rows_N, *, rows_sharding=None):
+@functools.partial(jax.jit, static_argnames=("rows_sharding", "exclude_ids"))
+def _take_rows(rounds: tuple[DeviceRollout, ...], rows_N, loss_rows_N, *, rows_sharding=None,
+               exclude_ids: tuple[int, ...] = ()):
   """The batch's rows out of all rounds' rows (row r*N + i is round r's row i)."""
   cat = DeviceRollout.concatenate(rounds)
   take = lambda x: jnp.take(x, rows_N, axis=0)
   mask = take(cat.completion_mask)
-  out = (take(cat.tokens), take(cat.logprobs), take(cat.entropy), mask,
-         mask & loss_rows_N[:, None])
+  tokens = take(cat.tokens)
+  loss_mask = mask & loss_rows_N[:, None]
+  if exclude_ids:
+    loss_mask &= ~jnp.isin(tokens, jnp.asarray(exclude_ids, tokens.dtype))
+  out = (tokens, take(cat.logprobs), take(cat.entropy), mask, loss_mask)
   if rows_sharding is not None:
     out = tuple(jax.lax.with_sharding_constraint(x, rows_sharding) for x in out)
   return out
@@ -189,7 +226,7 @@ def _take_rows(rounds: tuple[DeviceRollout, ...], rows_N, loss_rows_N, *, rows_s
 def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sampled],
             data: ExampleStream, key: jax.Array, reward_fn: RewardFn, *, group_size: int,
             prompts_per_step: int, dynamic_filter: bool, max_rounds: int,
-            mesh=None) -> StepRollouts:
+            mesh=None, exclude_ids: tuple[int, ...] = ()) -> StepRollouts:
   """Rollouts and rewards for one step, with dynamic filtering and refill.
 
   Every decision (which groups are kept, whether to refill) is taken from
@@ -202,6 +239,9 @@ def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sample
     dynamic_filter: keep only informative groups (rewards not all equal),
       sampling up to max_rounds rounds; without it one round is kept whole.
     mesh: the batch's rows are split over its batch axes (None: no mesh).
+    exclude_ids: tokens kept out of the loss mask even when sampled (a
+      vision-language model's image tokens: the update's forward pass must see
+      only its prompts' image tokens).
   """
   g, p = group_size, prompts_per_step
   n = g * p
@@ -227,7 +267,7 @@ def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sample
         local, np.stack([ro.lengths, ro.finish_reason == FINISH_STOP], axis=1), n).T
     done.append(_Round(examples, sampled.prompts, sampled.arrays, rewards_N,
                        np.where(stopped_N.astype(bool), FINISH_STOP, FINISH_LENGTH),
-                       lengths_N.astype(np.int32)))
+                       lengths_N.astype(np.int32), sampled.vision))
     rewards_PxG = rewards_N.reshape(p, g)
     for i in range(p):
       informative = float(rewards_PxG[i].max() - rewards_PxG[i].min()) > 0
@@ -245,7 +285,7 @@ def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sample
   rows_sharding = None if mesh is None else sharding.batch_sharding(mesh, 2)
   tokens, logprobs, entropy, mask, loss_mask = _take_rows(
       tuple(rd.arrays for rd in done), rows_N.astype(np.int32), loss_rows_N,
-      rows_sharding=rows_sharding)
+      rows_sharding=rows_sharding, exclude_ids=tuple(exclude_ids))
   per_row = lambda field: np.concatenate(
       [getattr(done[r], field)[i * g:(i + 1) * g] for r, i in groups])
   all_lengths = np.concatenate([rd.lengths_N for rd in done])
@@ -258,4 +298,15 @@ def collect(sample_fn: Callable[[Sequence[Mapping[str, Any]], jax.Array], Sample
       all_finish=np.concatenate([rd.finish_N for rd in done]), all_lengths=all_lengths,
       time_rollout_s=time_rollout_s, time_reward_s=time_reward_s, reward_failures=failures,
       generated_tokens=int(all_lengths.sum()), filter_rounds=used_rounds,
-      kept_fraction=kept_fraction)
+      kept_fraction=kept_fraction, vision_P=_kept_vision(done, groups, p))
+
+
+def _kept_vision(done: Sequence[_Round], groups: Sequence[tuple[int, int]], p: int):
+  """The kept groups' prompts' images (row k = group k's prompt), or None without images."""
+  if all(rd.vision is None for rd in done):
+    return None
+  if any(rd.vision is None for rd in done):
+    raise ValueError("some rollout rounds have vision inputs and others none; a "
+                     "vision-language run gives every round its VisionInputs")
+  cat = type(done[0].vision).concatenate([rd.vision for rd in done])
+  return cat.take(np.asarray([r * p + i for r, i in groups], np.int64))

@@ -116,6 +116,11 @@ class DataConfig:
   eval_size: int = 0  # held-out examples (taken before training examples)
   template: str = "auto"  # prompt template: "auto" | "chat" | "plain"
   prompt_len: int = 4  # synthetic: prompt tokens
+  # Vision-language models (JSONL rows with `image` / `images`): each image is resized to
+  # hold between these many pixels (0: the model's preprocessor_config.json); 28 x 28
+  # pixels make one image token (Qwen2.5-VL).
+  image_min_pixels: int = 0  # images: fewest pixels after resizing (0: the model's setting)
+  image_max_pixels: int = 0  # images: most pixels after resizing (0: the model's setting)
 
   def __post_init__(self):
     check = FieldChecker(self)
@@ -140,6 +145,11 @@ class DataConfig:
     check.integer("eval_size", minimum=0)
     check.choice("template", options.TEMPLATES)
     check.integer("prompt_len", minimum=1)
+    check.integer("image_min_pixels", minimum=0)
+    check.integer("image_max_pixels", minimum=0)
+    if 0 < self.image_max_pixels < self.image_min_pixels:
+      raise check.error("image_max_pixels", f"0 or >= data.image_min_pixels = "
+                        f"{self.image_min_pixels}")
 
   @property
   def kwargs(self) -> dict[str, Any]:
@@ -205,6 +215,11 @@ class RolloutConfig:
   # Most rows per generate call (whole groups; each prompt is prefilled once):
   # "auto" sizes the calls from free device memory and the model's KV cache.
   rows_per_call: str = "auto"
+  # Continuous batching: > 0 decodes each round's rows through a pool of this many slots,
+  # a stopped row's slot taking the next pending row (the same rollout, less idle decode;
+  # sampling/slot_pool.py). A multiple of the mesh's batch shards.
+  # 0: off (calls of rows_per_call rows, each decoding until its longest row stops).
+  refill_slots: int = 0
 
   def __post_init__(self):
     check = FieldChecker(self)
@@ -222,6 +237,7 @@ class RolloutConfig:
     check.auto_or_int("rows_per_call", minimum=self.group_size, expected=(
         f"'auto' or an int >= rollout.group_size = {self.group_size} (a call holds whole "
         "groups)"))
+    check.integer("refill_slots", minimum=0)
 
   @property
   def rows(self) -> int:
@@ -501,6 +517,7 @@ class RunConfig:
     if grams == "none" and self.algorithm == "hicra":
       raise config_lib.field_error("planning.grams", grams,
                                    "a Strategic Gram set for algorithm 'hicra'")
+    self._check_refill_slots()
     rows, mini, micro = self.rollout.rows, self.loss.mini_batch_size, self.loss.micro_batch_size
     batch = (f"rollout.prompts_per_step x rollout.group_size = "
              f"{self.rollout.prompts_per_step} x {self.rollout.group_size} = {rows}")
@@ -510,6 +527,15 @@ class RunConfig:
       raise config_lib.field_error(
           "loss.micro_batch_size", micro, f"a divisor of loss.mini_batch_size = {mini}" if mini
           else f"a divisor of {batch}")
+
+  def _check_refill_slots(self) -> None:
+    """The slot pool splits its slots over the batch shards (when both sizes are given;
+    otherwise the sampler checks once the mesh is built)."""
+    slots, mesh = self.rollout.refill_slots, self.model.mesh
+    if slots and mesh.data != -1 and mesh.fsdp != -1 and slots % (mesh.data * mesh.fsdp):
+      raise config_lib.field_error(
+          "rollout.refill_slots", slots, f"0 or a multiple of the batch shards model.mesh.data "
+          f"x model.mesh.fsdp = {mesh.data * mesh.fsdp}")
 
   @property
   def mini_batch_rows(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -18,6 +19,7 @@ from etils import epath
 
 from hicra_jax import config as config_lib
 from hicra_jax import multihost
+from hicra_jax.data import images as images_lib
 from hicra_jax.train.rollout import StepRollouts
 
 ROLLOUT_DIR = "rollouts"
@@ -58,16 +60,27 @@ def entries(rollouts: StepRollouts, planning_NxT: jax.Array, rows: np.ndarray, *
     prompt = int(row) // group_size
     ids = tokens_RxT[i, :int(mask_RxT[i].sum())].tolist()
     spans = planning_spans(ids, planning_RxT[i])
-    entry = {"example_id": rollouts.examples[prompt].get("id"),
-             "reward": float(rollouts.rewards_N[row])}
+    example = rollouts.examples[prompt]
+    entry = {"example_id": example.get("id"), "reward": float(rollouts.rewards_N[row])}
+    if example.get("images"):
+      entry["images"] = list(example["images"])
     if tokenizer is not None:
-      entry.update(prompt=decode(rollouts.prompts[prompt]), completion=decode(ids),
+      prompt_text = decode(rollouts.prompts[prompt])
+      if example.get("images"):
+        prompt_text = _one_pad_per_image(prompt_text)
+      entry.update(prompt=prompt_text, completion=decode(ids),
                    planning_spans=[decode(span) for span in spans])
     else:
       entry.update(prompt_ids=list(rollouts.prompts[prompt]), completion_ids=ids,
                    planning_spans=spans)
     out.append(entry)
   return out
+
+
+def _one_pad_per_image(text: str) -> str:
+  """The prompt text with each image's run of image-pad tokens shown as one (readable logs)."""
+  pad = images_lib.IMAGE_PAD
+  return re.sub(f"(?:{re.escape(pad)})+", pad, text)
 
 
 def sample_log(rollouts: StepRollouts, planning_NxT: jax.Array, *, prompts: int,

@@ -2,6 +2,11 @@
 
 Shapes: N rows (= P prompts x G samples, a prompt's samples contiguous),
 P_len prompt positions (left-padded), T completion positions, S = P_len + T.
+
+Images (vision-language models): the P prompts' images are one
+`hicra_jax.models.VisionInputs` of P rows (`vision`, kept whole on every
+device), and `Batch.prompt_index` i32[N] names each row's prompt; every
+forward pass takes its rows' images from it (a prompt's G samples share them).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ class Batch:
   real tokens; completion_mask: bool[N, T] completion tokens in the loss;
   advantages: f32[N, T]; sampler_logprobs: f32[N, T] from the sampler (None
   unless UpdateConfig.old_logprobs == "sampler"); planning_mask: bool[N, T];
-  ref_logprobs: f32[N, T] of a frozen reference (None without a KL term).
+  ref_logprobs: f32[N, T] of a frozen reference (None without a KL term);
+  prompt_index: i32[N] each row's row in the update's `vision` (None without images).
   """
 
   tokens: jax.Array
@@ -43,6 +49,7 @@ class Batch:
   sampler_logprobs: jax.Array | None
   planning_mask: jax.Array
   ref_logprobs: jax.Array | None
+  prompt_index: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,36 +180,54 @@ def merge_micro_batches(x):
   return x.swapaxes(0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
+def rows_vision(vision, prompt_index_N):
+  """The `VisionInputs` of N rows: row i takes `vision`'s row prompt_index_N[i] (None: text)."""
+  if vision is None:
+    return None
+  return jax.tree_util.tree_map(lambda x: x[prompt_index_N], vision)
+
+
 def completion_logprobs(model, tokens_NxS, attention_NxS, num_completion: int,
-                        temperature=1.0, *, raw: bool = False):
+                        temperature=1.0, *, raw: bool = False, vision=None):
   """(log-probs f32[N, T], entropies f32[N, T]) of the T completion tokens; with raw,
   also the temperature-1 (raw policy) ones (`token_logprobs_and_entropy`).
 
   Only the hidden states that score completion tokens go through the head.
+  vision: the rows' `VisionInputs` (N rows), or None (text).
   """
   s = tokens_NxS.shape[1]
   p = s - num_completion
-  hidden, _ = model.hidden_states(tokens_NxS, attention_NxS)
+  hidden, _ = model.hidden_states(tokens_NxS, attention_NxS, vision=vision)
   return token_logprobs_and_entropy(hidden[:, p - 1:s - 1], model.head_weight(),
                                     tokens_NxS[:, p:], temperature, raw=raw)
 
 
 def _logprobs_in_micro_batches(model, tokens_NxS, attention_NxS, num_completion: int,
-                               temperature, micro_batches: int, *, raw: bool = False):
-  """`completion_logprobs` over M strided micro-batches (forward only, one at a time)."""
-  split = lambda x: split_micro_batches(x, micro_batches)
+                               temperature, micro_batches: int, *, raw: bool = False,
+                               vision=None, prompt_index_N=None):
+  """`completion_logprobs` over M strided micro-batches (forward only, one at a time).
+
+  vision, prompt_index_N: the prompts' images and each row's prompt (see `Batch`).
+  """
+  split = lambda x: None if x is None else split_micro_batches(x, micro_batches)
   outs = jax.lax.map(
-      lambda xs: completion_logprobs(model, xs[0], xs[1], num_completion, temperature, raw=raw),
-      (split(tokens_NxS), split(attention_NxS)))
+      lambda xs: completion_logprobs(model, xs[0], xs[1], num_completion, temperature,
+                                     raw=raw, vision=rows_vision(vision, xs[2])),
+      (split(tokens_NxS), split(attention_NxS), split(prompt_index_N)))
   return tuple(merge_micro_batches(x) for x in outs)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "num_completion", "micro_batches"))
 def policy_logprobs(graphdef, params, tokens_NxS, attention_NxS, temperature, *,
-                    num_completion: int, micro_batches: int = 1):
-  """Jitted `completion_logprobs` over M micro-batches (e.g. a frozen reference model)."""
+                    num_completion: int, micro_batches: int = 1, vision=None,
+                    prompt_index_N=None):
+  """Jitted `completion_logprobs` over M micro-batches (e.g. a frozen reference model).
+
+  vision, prompt_index_N: the prompts' images and each row's prompt (see `Batch`).
+  """
   return _logprobs_in_micro_batches(nnx.merge(graphdef, params), tokens_NxS, attention_NxS,
-                                    num_completion, temperature, micro_batches)
+                                    num_completion, temperature, micro_batches,
+                                    vision=vision, prompt_index_N=prompt_index_N)
 
 
 @functools.partial(jax.jit, static_argnames=("algorithm", "group_size", "estimator", "scale"))
@@ -267,8 +292,8 @@ def diagnostics(logprobs_NxT, entropy_NxT, batch: Batch, raw_logprobs_NxT=None,
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "cfg"), donate_argnums=(0,))
-def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None, *, graphdef,
-           optimizer: optax.GradientTransformation,
+def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None, vision=None, *,
+           graphdef, optimizer: optax.GradientTransformation,
            cfg: UpdateConfig) -> tuple[TrainState, dict[str, jax.Array]]:
   """One RL update: `cfg.epochs` x `cfg.mini_batches` optimizer steps, each micro-batched.
 
@@ -300,6 +325,8 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
     batch: `Batch` with N rows, N divisible by cfg.mini_batches x cfg.micro_batches.
     shuffle_key: a PRNG key (typed or raw u32[2]) shuffling rows into
       mini-batches each epoch, or None (no shuffle).
+    vision: the P prompts' `VisionInputs` (batch.prompt_index names each
+      row's), or None (text).
     graphdef: the policy's static graph (`create_train_state`).
     optimizer, cfg: static.
 
@@ -312,9 +339,12 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
     B = 1), else from each row's forward pass in the first epoch.
 
   Raises:
-    ValueError: N not divisible by mini_batches x micro_batches.
+    ValueError: N not divisible by mini_batches x micro_batches, or images
+      without batch.prompt_index.
   """
   n, t = batch.completion_mask.shape
+  if vision is not None and batch.prompt_index is None:
+    raise ValueError("update: vision inputs need batch.prompt_index i32[N] (each row's prompt)")
   m, k = cfg.mini_batches, cfg.micro_batches
   cfg.split_sizes(n)
   use_entropy = cfg.entropy_coef != 0.0
@@ -333,7 +363,7 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
   elif pre_pass:
     lp, ent, raw_lp, raw_ent = _logprobs_in_micro_batches(
         nnx.merge(graphdef, state.params), batch.tokens, batch.attention, t, cfg.temperature,
-        m * k, raw=True)
+        m * k, raw=True, vision=vision, prompt_index_N=batch.prompt_index)
     old_NxT = jax.lax.stop_gradient(lp)
     diag = diagnostics(lp, ent, batch, raw_lp, raw_ent)
   else:  # filled by the first step
@@ -341,8 +371,9 @@ def update(state: TrainState, batch: Batch, shuffle_key: jax.Array | None = None
 
   def loss_fn(params, mb: Batch, old_lp, denominator, first):
     model = nnx.merge(graphdef, params)
-    lp, ent, raw_lp, raw_ent = completion_logprobs(model, mb.tokens, mb.attention, t,
-                                                   cfg.temperature, raw=True)
+    lp, ent, raw_lp, raw_ent = completion_logprobs(
+        model, mb.tokens, mb.attention, t, cfg.temperature, raw=True,
+        vision=rows_vision(vision, mb.prompt_index))
     if old_from_first_step:
       old_lp = jnp.where(first, jax.lax.stop_gradient(lp), old_lp)
     loss, metrics = rl.policy_loss(
