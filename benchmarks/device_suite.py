@@ -21,7 +21,9 @@ than its own estimate, is skipped with a note):
                     sampler on the same workload when `tunix` is importable
   masks             planning_mask_and_counts at 512 x 4096 and 128 x 16384
   rl_step           one full HICRA step, 64 prompts x 8, 1024 new tokens, forced then
-                    ragged: the split (rollout / reward / masks / update) and update MFU
+                    ragged: the split (rollout / reward / masks / update) and update MFU;
+                    then ragged through a pool of refill_slots slots (continuous
+                    batching) and, without refill, in calls of as many rows
   sampler_scaling   tokens/s at batch 1..512 (prompt 256) and at contexts 1K..32K
                     (batch 16); last, since it is the least needed
 
@@ -106,7 +108,8 @@ PRESETS = {
                              contexts=(1024, 8192, 32768), context_batch=16, mode="T=1.0",
                              iters=1),
         masks=dict(shapes=((512, 4096), (128, 16384)), iters=10),
-        rl_step=dict(rl_bench.PRESETS["qwen2.5-1.5b"], stop_every=300, attention="auto"),
+        rl_step=dict(rl_bench.PRESETS["qwen2.5-1.5b"], stop_every=300, attention="auto",
+                     refill_slots=256),
     ),
     "cpu-small": dict(
         model=TINY, budget_s=480.0,
@@ -119,7 +122,8 @@ PRESETS = {
                              context_batch=4, mode="T=1.0", iters=3),
         masks=dict(shapes=((16, 512), (4, 2048)), iters=3),
         rl_step=dict(prompts=2, group=4, prompt_len=16, new=16, micro=8, dtype="float32",
-                     compute="float32", remat="none", stop_every=10, attention="auto"),
+                     compute="float32", remat="none", stop_every=10, attention="auto",
+                     refill_slots=4),
     ),
 }
 
@@ -700,7 +704,9 @@ def section_rl_step(s: Suite, p: dict, items: dict):
     out = {k: row[f"time_{k}"] for k in SPLIT}
     update_rate = flops / row["time_update_s"]
     out.update(masks_fraction=row["time_masks_s"] / step_s, mean_length=row["response_length_mean"],
-               tokens_per_s=row["tokens_per_s"], update_tflops=update_rate / 1e12,
+               tokens_per_s=row["tokens_per_s"],
+               rollout_tokens_per_s=row["tokens_per_s"] * step_s / row["time_rollout_s"],
+               update_tflops=update_rate / 1e12,
                update_mfu_vs_matmul=_ratio(update_rate, s.matmul_rate),
                update_mfu_vs_published=_ratio(update_rate, s.peak))
     return out
@@ -710,11 +716,38 @@ def section_rl_step(s: Suite, p: dict, items: dict):
     guarded(items, "forced", s, "rl_step", step)
     trainer.c = dataclasses.replace(trainer.c, stop_ids=ragged)
     guarded(items, "ragged", s, "rl_step", step)
+    if p.get("refill_slots"):
+      slots = p["refill_slots"]
+      notes["refill_slots"] = slots
+      # With refill first (the figure wanted), then without, in calls of as many rows.
+      for name, fields in (("ragged refill", dict(refill_slots=slots)),
+                           ("ragged calls", dict(refill_slots=0, rows_per_call=str(slots)))):
+        guarded(items, name, s, "rl_step", lambda fields=fields: _step_with(
+            trainer, step, p, **fields))
+      with_refill = items["ragged refill"].get("rollout_tokens_per_s")
+      without = items["ragged calls"].get("rollout_tokens_per_s")
+      notes["refill_speedup_rollout"] = _ratio(with_refill, without)
   finally:
     trainer.close()
     shutil.rmtree(workdir, ignore_errors=True)
   notes["update_flop"] = flops
   return notes
+
+
+def _step_with(trainer, step, p: dict, **rollout_fields) -> dict:
+  """step() with these rollout settings, after one untimed rollout that compiles their
+  sampler programs (recorded as warmup_s)."""
+  config = trainer.config
+  trainer.config = dataclasses.replace(config, rollout=dataclasses.replace(
+      config.rollout, **rollout_fields))
+  rng = np.random.default_rng(1)
+  examples = [{"prompt_ids": rng.integers(1, trainer.c.model.config.vocab_size,
+                                          p["prompt_len"]).tolist()} for _ in range(p["prompts"])]
+  start = time.perf_counter()
+  trainer._sample(examples, jax.random.key(1), n=p["group"],  # pylint: disable=protected-access
+                  temperature=config.rollout.temperature)
+  warmup_s = time.perf_counter() - start
+  return {**step(), "warmup_s": warmup_s}
 
 
 # ---------------------------------------------------------------------- f) attention parity

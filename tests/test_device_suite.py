@@ -31,7 +31,8 @@ CPU_FIGURES = {
                 "b4 greedy": "tokens_per_s", "b16 greedy": "tokens_per_s"},
     "masks": {"16x512": "mask_counts_ms", "4x2048": "mask_counts_ms"},
     "rl_step": {"compile (forced)": "step_s", "forced": "update_mfu_vs_matmul",
-                "ragged": "masks_fraction"},
+                "ragged": "masks_fraction", "ragged refill": "rollout_tokens_per_s",
+                "ragged calls": "rollout_tokens_per_s"},
     "sampler_scaling": {"b1 ctx32": "tokens_per_s", "b16 ctx32": "tokens_per_s",
                         "b4 ctx128": "roofline_fraction"},
 }
@@ -140,6 +141,8 @@ def test_cpu_small_runs_every_section(tmp_path):
       assert _positive(row.get("tokens_per_s")) or "error" in row, row
   rl = sections["rl_step"]["items"]
   assert rl["forced"]["mean_length"] == 16 and rl["ragged"]["mean_length"] < 16
+  assert rl["ragged refill"]["mean_length"] < 16 and rl["ragged calls"]["mean_length"] < 16
+  assert _positive(sections["rl_step"]["notes"]["refill_speedup_rollout"])
   for key in ds.SPLIT:
     assert _positive(rl["forced"][key])
   assert sections["attention_parity"]["items"]["chunked vs xla"]["ok"] is True
