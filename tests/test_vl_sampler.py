@@ -1,6 +1,6 @@
 """The sampler with images (Qwen2.5-VL): prompts prefilled with their vision embeddings,
 decoding unchanged; greedy output equals a teacher-forced reference from the model's own
-forward pass (images included)."""
+forward pass (images included), and the slot pool (continuous batching) gives the same rows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from flax import nnx
 
 from hicra_jax.models import ModelConfig, VisionConfig, VisionInputs, schema
 from hicra_jax.models.weights import build_model
-from hicra_jax.sampling import SamplingParams, generate
+from hicra_jax.sampling import SamplingParams, generate, generate_arrays, run_pool
+from hicra_jax.train import rollout as rollout_lib
 
 IMAGE = 290
 CONFIG = ModelConfig(
@@ -88,3 +89,26 @@ def test_image_token_mismatch_names_the_prompt(model):
   with pytest.raises(ValueError, match="prompt 2: 9 image tokens .* need 10"):
     generate(model, prompts, SamplingParams(n=1, max_new_tokens=2, greedy=True),
              jax.random.key(0), vision=vision)
+
+
+def test_slot_pool_with_images_gives_the_samplers_rows(model):
+  """Two slots for six ragged rows: refilled slots take their prompt's KV and RoPE shift."""
+  prompts, vision = _prompts()
+  params = SamplingParams(n=2, max_new_tokens=8, temperature=1.0, stop_ids=(125, 143, 196, 271))
+  key = jax.random.key(3)
+  reference = generate_arrays(model, prompts, params, key, vision=vision)
+  pooled, stats = run_pool(model, prompts, params, key, slots=2, vision=vision)
+  lengths = np.asarray(reference.completion_mask).sum(axis=1)
+  ended_at_once = np.asarray(reference.stopped) & (lengths == 1)  # such rows need no slot
+  assert len(set(lengths.tolist())) > 1  # ragged
+  assert stats.refills == int((~ended_at_once).sum()) > 2  # slots were refilled
+  for field in ("tokens", "completion_mask", "stopped"):
+    np.testing.assert_array_equal(getattr(pooled, field), getattr(reference, field), err_msg=field)
+  mask = np.asarray(reference.completion_mask)
+  np.testing.assert_allclose(np.asarray(pooled.logprobs)[mask],
+                             np.asarray(reference.logprobs)[mask], atol=1e-5)
+  # The trainer's path (rollout.refill_slots) with images: the same rows.
+  examples = [{"prompt_ids": p} for p in prompts]
+  sample = lambda slots: rollout_lib.sample(model, examples, params, key, prompt_buckets=(64,),
+                                            segment_tokens=256, refill_slots=slots, vision=vision)
+  np.testing.assert_array_equal(sample(2).rollout.tokens, sample(0).rollout.tokens)

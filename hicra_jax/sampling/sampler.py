@@ -451,6 +451,18 @@ def generate_arrays(model: Decoder, prompts: Sequence[Sequence[int]], params: Sa
       for start in range(0, len(prompts), per_call)])
 
 
+def place_prompt_vision(model: Decoder, tokens_PxI: np.ndarray, mask_PxI: np.ndarray,
+                        vision: VisionInputs | None, names: Sequence[str]) -> VisionInputs | None:
+  """The prompts' images, checked against their tokens on the host (a ValueError names
+  the prompt) and placed like the token rows; None stays None."""
+  if vision is None:
+    return None
+  check_image_tokens(model.config, tokens_PxI, mask_PxI, vision, names=names)
+  mesh = model.mesh
+  return jax.tree.map(lambda x: multihost.put(
+      np.asarray(x), None if mesh is None else sharding.batch_sharding(mesh, x.ndim)), vision)
+
+
 def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingParams,
                    rng: jax.Array, length: int, *, first_row: int,
                    interrupt: Callable[[], bool] | None, segment_tokens: int,
@@ -463,11 +475,8 @@ def _generate_call(model: Decoder, prompts: list[list[int]], params: SamplingPar
   for i, ids in enumerate(prompts):
     tokens[i, length - len(ids):], mask[i, length - len(ids):] = ids, True
   rows_sharding = None if mesh is None else sharding.batch_sharding(mesh)
-  if vision is not None:  # the prompts' images: checked on the host, rows placed like tokens
-    check_image_tokens(model.config, tokens, mask, vision,
-                       names=[f"prompt {first_row // params.n + i}" for i in range(len(prompts))])
-    vision = jax.tree.map(lambda x: multihost.put(
-        np.asarray(x), None if mesh is None else sharding.batch_sharding(mesh, x.ndim)), vision)
+  vision = place_prompt_vision(model, tokens, mask, vision,
+                               [f"prompt {first_row // params.n + i}" for i in range(len(prompts))])
   tokens, mask = multihost.put(tokens, rows_sharding), multihost.put(mask, rows_sharding)
   stop_ids = params.resolved_stop_ids(model.config.eos_token_id)
   graphdef, state = nnx.split(model)

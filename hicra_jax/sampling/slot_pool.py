@@ -9,6 +9,8 @@ so most of that work is wasted. Here:
      `KVCache.index` i32[S]) decode; when a row stops, its slot takes the next
      pending row of the batch: the prompt's KV is copied into the slot's first
      Lb cache slots and the rest of the slot is marked invalid.
+Images (Qwen2.5-VL prompts, `vision=`) enter the prefill only: a slot takes its
+prompt's KV and RoPE position, shift included, so decoding does not see them.
 Refills run on the host between decode segments. A segment ends when enough
 slots are free (`min_free`), when the attention window must grow (windows as
 in `sampler.decode_segments`), or every `segment_tokens` steps when there is
@@ -42,6 +44,7 @@ from flax import nnx
 
 from hicra_jax import multihost, sharding
 from hicra_jax.models.decoder import Decoder, KVCache
+from hicra_jax.models.vision_inputs import VisionInputs
 from hicra_jax.sampling import sampler as S
 from hicra_jax.sampling.params import SamplingParams, prompts_as_lists
 
@@ -101,9 +104,12 @@ def _constrain(tree, shardings):
 
 @functools.partial(jax.jit, static_argnames=("n",) + _STATIC)
 def _prefill(graphdef, state, tokens_CxI, mask_CxI, first_row, stop_ids, rng, temperature,
-             top_p, min_p, *, n: int, top_k: int, greedy: bool, use_top_p: bool,
+             top_p, min_p, vision=None, *, n: int, top_k: int, greedy: bool, use_top_p: bool,
              use_min_p: bool):
   """C prompts' KV (a cache of Lb = I slots) and the first token of each of their C x n rows.
+
+  vision: the C prompts' images (VisionInputs) or None; their multimodal RoPE shift
+  is in the cache's next_position, so the rows decode with plain positions.
 
   -> (cache, tokens i32[C n], logprobs f32[C n], entropy f32[C n], stopped bool[C n]).
   """
@@ -111,7 +117,7 @@ def _prefill(graphdef, state, tokens_CxI, mask_CxI, first_row, stop_ids, rng, te
   model = nnx.merge(graphdef, state)
   c, length = tokens_CxI.shape
   cache = KVCache.init(model.config, c, length, model.compute_dtype)
-  hidden, cache = model.hidden_states(tokens_CxI, mask_CxI, cache)
+  hidden, cache = model.hidden_states(tokens_CxI, mask_CxI, cache, vision=vision)
   if model.mesh is not None:
     cache = _constrain(cache, sharding.kv_cache_sharding(model.config, model.mesh))
   row_logits = jnp.repeat(model.logits(hidden[:, -1:])[:, 0], n, axis=0)  # left-padded
@@ -246,8 +252,8 @@ def run_pool(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
              prompt_buckets: Sequence[int] = S.DEFAULT_PROMPT_BUCKETS,
              memory_limit_bytes: int | None = None,
              interrupt: Callable[[], bool] | None = None, segment_tokens: int = 256,
-             decode_window: bool = True, min_free: int | None = None
-             ) -> tuple[S.DeviceRollout, PoolStats]:
+             decode_window: bool = True, min_free: int | None = None,
+             vision: VisionInputs | None = None) -> tuple[S.DeviceRollout, PoolStats]:
   """Sample `params.n` completions per prompt through a pool of `slots` decode slots.
 
   Args:
@@ -261,6 +267,8 @@ def run_pool(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
       pool's cache must fit in it beside the prompts' KV).
     min_free: free slots that end a decode segment so pending rows get them
       (default `default_min_free`); fewer when fewer rows are pending.
+    vision: the prompts' images (Qwen2.5-VL), one VisionInputs row per prompt, as
+      for `generate_arrays`: only the prefill reads them.
 
   Returns:
     (DeviceRollout of the N = P x n rows in batch order, PoolStats).
@@ -300,7 +308,7 @@ def run_pool(model: Decoder, prompts: Sequence[Sequence[int]], params: SamplingP
   static = dict(top_k=params.top_k, greedy=params.greedy, use_top_p=params.top_p < 1.0,
                 use_min_p=params.min_p > 0.0)
   store, first = _prefill_all(model, graphdef, state, prompts, length, slots, shards, dynamic,
-                              static, n)
+                              static, n, vision)
   pool = _start(graphdef, state, *first, slots=slots, cache_len=cache_len, max_new_tokens=new)
   first_done = multihost.to_host(first[3]) | (new == 1)
   decode = functools.partial(_decode, graphdef, state, max_new_tokens=new, **static)
@@ -357,11 +365,13 @@ def _schedule(pool: _Pool, decode, refill, dynamic, first_done: np.ndarray, *, l
 
 
 def _prefill_all(model: Decoder, graphdef, state, prompts: list[list[int]], length: int,
-                 slots: int, shards: int, dynamic, static, n: int):
+                 slots: int, shards: int, dynamic, static, n: int,
+                 vision: VisionInputs | None = None):
   """Prefills every prompt once, in chunks of one shape (about `slots` rows' prompts each).
 
   -> (store: KVCache [L, P', Lb, K, H] of the prompts (P' >= P: the last chunk
-  padded with one-token prompts), (first tokens, logprobs, entropy, stopped) of the N rows).
+  padded with copies of the last prompt, images included), (first tokens, logprobs,
+  entropy, stopped) of the N rows).
   """
   p = len(prompts)
   round_up = lambda x, m: -(-x // m) * m
@@ -369,15 +379,18 @@ def _prefill_all(model: Decoder, graphdef, state, prompts: list[list[int]], leng
   rows_sharding = None if model.mesh is None else sharding.batch_sharding(model.mesh)
   caches, firsts = [], []
   for start in range(0, p, chunk):
-    part = prompts[start:start + chunk]
-    part = part + [[0]] * (chunk - len(part))
+    index = np.minimum(np.arange(start, start + chunk), p - 1)
     tokens = np.zeros((chunk, length), np.int32)
     mask = np.zeros((chunk, length), bool)
-    for i, ids in enumerate(part):
+    for i, j in enumerate(index):
+      ids = prompts[j]
       tokens[i, length - len(ids):], mask[i, length - len(ids):] = ids, True
+    part_vision = S.place_prompt_vision(model, tokens, mask,
+                                        None if vision is None else vision.take(index),
+                                        [f"prompt {j}" for j in index])
     cache, *first = _prefill(graphdef, state, multihost.put(tokens, rows_sharding),
                              multihost.put(mask, rows_sharding), jnp.int32(start * n), *dynamic,
-                             n=n, **static)
+                             part_vision, n=n, **static)
     caches.append(cache)
     firsts.append(first)
   cat = lambda field, axis: jnp.concatenate([getattr(c, field) for c in caches], axis=axis)

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hicra_jax import config as config_lib
 from hicra_jax import sharding
 from hicra_jax.data import images as images_lib
 from hicra_jax.data.datasets import attach_prompt_ids, load_rows
@@ -130,10 +129,6 @@ def build_components(config: RunConfig) -> Components:
   model, model_config, tokenizer = load_model(config.model, seed=config.seed,
                                               mesh=make_mesh(config.model.mesh))
   processor = load_image_processor(config, model_config)
-  slots = getattr(config.rollout, "refill_slots", 0)
-  if processor is not None and slots:
-    raise config_lib.field_error("rollout.refill_slots", slots, "0 for a vision-language model "
-                                 "(continuous batching does not take images yet)")
   examples = load_examples(config, tokenizer, processor)
   eval_size = config.data.eval_size
   if config.reward.name == SYNTHETIC_REWARD:

@@ -111,12 +111,7 @@ def sample(policy, examples: Sequence[Mapping[str, Any]], params: SamplingParams
   """
   prompts = [list(e["prompt_ids"]) for e in examples]
   common = dict(prompt_buckets=tuple(prompt_buckets), interrupt=interrupt,
-                segment_tokens=segment_tokens)
-  if vision is not None:
-    if refill_slots:
-      raise ValueError("rollout.refill_slots > 0 (continuous batching) does not take images "
-                       "yet; set rollout.refill_slots=0 for a vision-language model")
-    common["vision"] = vision
+                segment_tokens=segment_tokens, vision=vision)
   if refill_slots:
     arrays = generate_pooled_arrays(policy, prompts, params, key, slots=refill_slots, **common)
   else:
