@@ -25,21 +25,26 @@ activations within a factor of 2 of XLA's compiled temp memory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 
 import jax
 
 from hicra_jax import config as config_lib
-from hicra_jax.models import KVCache, ModelConfig
+from hicra_jax.models import KVCache, ModelConfig, VisionConfig
 from hicra_jax import sharding
 from hicra_jax.models.attention import BLOCK, auto_kernel
 from hicra_jax.models.gguf import open_gguf
 from hicra_jax.models.paths import resolve_model
+from hicra_jax.models.vision_inputs import bucket_windows
 from hicra_jax.sampling.sampler import prompts_per_call
 from hicra_jax.train.run_config import RANDOM_MODEL, MeshConfig, ModelSettings, RunConfig
 
 GIB = 1024 ** 3
+PROCESSOR_FILE = "preprocessor_config.json"
+# Qwen2.5-VL-7B-Instruct's preprocessor_config.json max_pixels (16384 image tokens).
+QWEN25_VL_MAX_PIXELS = 12845056
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 # Rows of the flattened [N*T] axis whose float32 logits the update holds at once
 # (models/logprobs.py token_logprobs_and_entropy's default chunk_size).
@@ -86,7 +91,17 @@ def resolve_attention(attention: str, compute_dtype: str, platform: str) -> str:
 def _per_token_layer_elements(config: ModelConfig, remat: str) -> int:
   """Activation elements one layer keeps per token for its backward under `remat` (no attention).
 
-  With D = hidden, F = intermediate, Qw = heads x head_dim, Kw = kv heads x head_dim:
+  `_layer_elements` with the decoder's widths."""
+  return _layer_elements(config.hidden_size, config.intermediate_size,
+                         config.num_heads * config.head_dim,
+                         config.num_kv_heads * config.head_dim, remat)
+
+
+def _layer_elements(d: int, f: int, qw: int, kw: int, remat: str) -> int:
+  """Activation elements a pre-norm attention + gated-MLP block keeps per position.
+
+  With D = hidden, F = intermediate, Qw = heads x head_dim, Kw = kv heads x head_dim
+  (the vision tower's blocks: D = Qw = Kw):
     "none"          4D + 3Qw + 3Kw + 4F: the layer input, both norm outputs, the
                     residual after attention, q/k/v before and q/k after RoPE, the
                     attention output, gate, up, silu(gate) and silu(gate) x up
@@ -96,8 +111,6 @@ def _per_token_layer_elements(config: ModelConfig, remat: str) -> int:
                     einsums have batch dims and are recomputed)
     "full"          D: the layer input only (the scan carry)
   """
-  d, f = config.hidden_size, config.intermediate_size
-  qw, kw = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
   return {"none": 4 * d + 3 * qw + 3 * kw + 4 * f,
           "dots": 2 * d + 2 * qw + 2 * kw + 2 * f,
           "dots_no_batch": 2 * d + qw + 2 * kw + 2 * f,
@@ -145,6 +158,83 @@ def activation_bytes(config: ModelConfig, *, rows: int, seq_len: int, remat: str
   return saved + one_layer + stream + logits
 
 
+def image_patch_slots(vision: VisionConfig, max_pixels: int) -> int:
+  """Patch slots X of a row holding one square image of at most max_pixels pixels.
+
+  The processor resizes an image to sides that are multiples of patch_size x
+  spatial_merge_size (28 px for Qwen2.5-VL): a square one of max_pixels has
+  floor(sqrt(max_pixels) / 28) image tokens a side. `VisionInputs` lays it out in
+  windows of window_units x window_units tokens, their count rounded up by
+  `bucket_windows`, each a block of window_patches slots.
+  """
+  side = max(1, math.isqrt(max_pixels) // (vision.patch_size * vision.spatial_merge_size))
+  windows = (-(-side // vision.window_units)) ** 2
+  return bucket_windows(windows) * vision.window_patches
+
+
+def vision_activation_bytes(config: ModelConfig, *, rows: int, patch_slots: int, remat: str,
+                            attention: str, compute_bytes: int) -> int:
+  """Bytes of the vision tower's forward + backward activations for one micro-batch's rows.
+
+  patches = rows x patch_slots (X), c = compute_bytes, J / F / Q the tower's
+  width, MLP width and heads, W = window_patches, depth blocks of which B attend
+  fully (the decoder's kernel: "xla" dense, else "chunked"), the rest in windows
+  (always dense):
+
+    saved     patches x depth x (elements(remat) x c + attention residuals):
+              `_layer_elements(J, F, J, J, remat)`; every block keeps both
+              attentions' residuals (lax.cond picks one per block): under "none"
+              and "dots" Q x W x (4 + c) for windows, and for full attention
+              Q x X x (4 + c) dense or, under "none", Q x 4 chunked. ("dots" with
+              chunked full attention keeps more: XLA saves the kernel's blocks.)
+    one block patches x 2 x elements("none") x c, plus the larger attention working
+              set: windows patches x Q x W x 12; full, dense patches x Q x X x 12,
+              chunked 2 x rows x Q x BLOCK x BLOCK x 4
+    ends      patches x (C x 4 + J x (5c + 4)): the float32 pixels, the patch
+              embedding, the merger's norm (float32 inside) and its 4J-wide hidden
+              layer with GELU and gradient (per merge unit of 4 patches), plus
+              units x D x c of image embeddings
+  """
+  v = config.vision
+  j, f, q, c, w = v.hidden_size, v.intermediate_size, v.num_heads, compute_bytes, v.window_patches
+  patches = rows * patch_slots
+  full_blocks = len(v.fullatt_block_indexes)
+  dense_full = attention not in MEMORY_EFFICIENT
+  keeps_scores = remat in ("none", "dots")
+  window_residual = q * w * (4 + c) if keeps_scores else 0
+  if dense_full:
+    full_residual = q * patch_slots * (4 + c) if keeps_scores else 0
+  else:
+    full_residual = q * 4 if remat == "none" else 0
+  # The blocks pick window or full attention with lax.cond, whose backward keeps both
+  # branches' residuals (one of them zeros) in every block.
+  saved = patches * v.depth * (_layer_elements(j, f, j, j, remat) * c + window_residual
+                               + (full_residual if full_blocks else 0))
+  full_work = (patches * q * patch_slots * 12 if dense_full
+               else 2 * rows * q * min(BLOCK, patch_slots) ** 2 * 4)
+  one_block = (patches * 2 * _layer_elements(j, f, j, j, "none") * c
+               + max(patches * q * w * 12, full_work if full_blocks else 0))
+  units = patches // v.merge_unit
+  ends = patches * (v.patch_dim * 4 + j * (5 * c + 4)) + units * config.hidden_size * c
+  return saved + one_block + ends
+
+
+def image_max_pixels(config: RunConfig) -> int:
+  """The most pixels an image keeps after resizing: data.image_max_pixels, else the model
+  folder's preprocessor_config.json, else Qwen2.5-VL's published default."""
+  if config.data.image_max_pixels:
+    return config.data.image_max_pixels
+  path = os.path.join(config.model.path, PROCESSOR_FILE)
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      processor = json.load(f)
+    size = processor.get("size") or {}
+    value = processor.get("max_pixels") or size.get("longest_edge")
+    if value:
+      return int(value)
+  return QWEN25_VL_MAX_PIXELS
+
+
 def update_batch_bytes(rows: int, seq_len: int, completion_len: int, *, sampler: bool,
                        kl: bool) -> int:
   """Bytes of the update's `Batch` on one device (rows: the batch's rows on it).
@@ -183,6 +273,10 @@ class MemoryPlan:
   seq_len: int  # update sequence: largest prompt bucket + largest max_new_tokens
   attention: str  # resolved kernel
   remat: str
+  # A vision-language model: the tower's micro-batch activations, one image of
+  # `image_max_pixels` per row (image_patches slots each); 0 for a text model.
+  vision_activations: int = 0
+  image_patches: int = 0
   # What `advice` re-plans from (not figures: left out of equality and repr).
   config: RunConfig = dataclasses.field(compare=False, repr=False, default=None)
   model_config: ModelConfig = dataclasses.field(compare=False, repr=False, default=None)
@@ -198,7 +292,7 @@ class MemoryPlan:
 
   @property
   def update(self) -> int:
-    return self.gradients + self.update_batch + self.activations
+    return self.gradients + self.update_batch + self.activations + self.vision_activations
 
   @property
   def total(self) -> int:
@@ -225,6 +319,9 @@ class MemoryPlan:
              ("update batch", self.update_batch),
              (f"update activations ({self.micro_rows} rows x {self.seq_len} tokens)",
               self.activations))
+    if self.image_patches:
+      items += ((f"vision tower activations ({self.micro_rows} rows x {self.image_patches} "
+                 "patches)", self.vision_activations),)
     phases = f"+ max(rollout {self.rollout / GIB:.2f}, update {self.update / GIB:.2f})"
     items += (("= resident (params, optimizer, reference)", self.resident),
               (phases, max(self.rollout, self.update)), ("total (peak)", self.total))
@@ -359,7 +456,9 @@ def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
     shards (data x fsdp) and, when "tensor" divides the KV heads, over tensor; its
     logits rows_per_call x V x 4 over the batch shards. The update's sequence is the
     same slots; the activations are `activation_bytes` of ceil(micro_batch_size /
-    batch shards) rows; the batch is `update_batch_bytes` of the step's rollout rows
+    batch shards) rows (a vision-language model adds `vision_activation_bytes` of
+    those rows, one image of `image_max_pixels` each: the images of a row's prompt
+    run through the tower per row in the update); the batch is `update_batch_bytes` of the step's rollout rows
     over the batch shards (the whole batch is on device through the update).
   """
   data, fsdp, tensor = mesh_sizes(config.model.mesh, devices)
@@ -386,6 +485,12 @@ def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
   activations = activation_bytes(model_config, rows=micro_rows, seq_len=slots,
                                  remat=config.model.remat, attention=attention,
                                  compute_bytes=compute_bytes)
+  vision_activations = image_patches = 0
+  if model_config.is_multimodal:
+    image_patches = image_patch_slots(model_config.vision, image_max_pixels(config))
+    vision_activations = vision_activation_bytes(
+        model_config, rows=micro_rows, patch_slots=image_patches, remat=config.model.remat,
+        attention=attention, compute_bytes=compute_bytes)
   batch = update_batch_bytes(-(-config.rollout.rows // shards), slots,
                              max(config.rollout.max_new_tokens),
                              sampler=config.rollout.old_logprobs == "sampler",
@@ -395,6 +500,7 @@ def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
                     activations=activations, device_bytes=device_bytes, devices=devices,
                     mesh=(data, fsdp, tensor), rows_per_call=rows, micro_rows=micro_rows,
                     seq_len=slots, attention=attention, remat=config.model.remat,
+                    vision_activations=vision_activations, image_patches=image_patches,
                     config=config, model_config=model_config, platform=platform)
 
 
