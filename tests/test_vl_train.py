@@ -255,6 +255,24 @@ def _even_tokens_reward(completions, texts, examples, group_size):
                      for c in completions], np.float32), 0
 
 
+def test_a_missing_image_fails_before_the_weights_load(tiny_vl, tmp_path, monkeypatch):
+  from hicra_jax.train import build, run_config  # pylint: disable=import-outside-toplevel
+  (tmp_path / "train.jsonl").write_text(
+      json.dumps({"question": "q", "answer": "1"}) + "\n"
+      + json.dumps({"question": "q", "answer": "2", "image": "gone.png"}) + "\n")
+  config = run_config.parse(dict(
+      workdir=str(tmp_path / "run"), model=dict(path=tiny_vl[0]),
+      data=dict(source="jsonl", path=str(tmp_path / "train.jsonl"), template="chat"),
+      reward=dict(name="math_strict"), planning=dict(grams="paper"),
+      rollout=dict(prompts_per_step=1, group_size=2, max_new_tokens=(4,)),
+      loss=dict(micro_batch_size=2)))
+  loaded = []
+  monkeypatch.setattr(build, "load_pretrained", lambda *a, **k: loaded.append(a))
+  with pytest.raises(ValueError, match=r"train.jsonl:2: image 'gone.png' does not exist"):
+    build.build_components(config)
+  assert not loaded  # no weight was read
+
+
 def test_trainer_trains_and_evaluates_with_images(tiny_vl, tmp_path):
   """Two HICRA steps of the tiny Qwen2.5-VL on JSONL prompts with images, built from a run
   config, and a MathVista-style benchmark at the last step. The update's first-step policy

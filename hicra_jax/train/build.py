@@ -25,6 +25,7 @@ from hicra_jax.planning.trie import save_bytes
 from hicra_jax.rewards import ERROR, TIMEOUT, grade_batch
 from hicra_jax.train import synthetic
 from hicra_jax.train.loop import Components
+from hicra_jax.train.memory_plan import read_model_config
 from hicra_jax.train.rollout import vision_token_ids
 from hicra_jax.train.run_config import (RANDOM_MODEL, SYNTHETIC, SYNTHETIC_REWARD, MeshConfig,
                                          ModelSettings, RunConfig)
@@ -32,10 +33,11 @@ from hicra_jax.train.run_config import (RANDOM_MODEL, SYNTHETIC, SYNTHETIC_REWAR
 logger = logging.getLogger("hicra_jax.train")
 
 
-def load_model(m: ModelSettings, *, seed: int = 0, mesh=None):
+def load_model(m: ModelSettings, *, seed: int = 0, mesh=None, tokenizer=None):
   """(model, ModelConfig, tokenizer or None) of a `model` section, placed on `mesh` if given.
 
-  seed: the init seed of the "random" model.
+  seed: the init seed of the "random" model. tokenizer: the section's tokenizer when
+  already loaded (`load_model_tokenizer`), else loaded here.
   """
   if m.path == RANDOM_MODEL:
     model_config = ModelConfig(**dataclasses.asdict(m.random))
@@ -50,8 +52,16 @@ def load_model(m: ModelSettings, *, seed: int = 0, mesh=None):
   model, model_config = load_pretrained(path, dtype=m.dtype, mesh=mesh,
                                         compute_dtype=m.compute_dtype or None, remat=m.remat,
                                         attention_impl=m.attention)
-  tokenizer = load_tokenizer(m.tokenizer or path)  # resolves aliases and Hub ids itself
+  if tokenizer is None:
+    tokenizer = load_model_tokenizer(m)
   return model, model_config, tokenizer
+
+
+def load_model_tokenizer(m: ModelSettings):
+  """The tokenizer of a `model` section (None for the "random" model); no weights are read."""
+  if m.path == RANDOM_MODEL:
+    return None
+  return load_tokenizer(m.tokenizer or resolve_model(m.path))  # resolves aliases and Hub ids
 
 
 def load_image_processor(config: RunConfig, model_config):
@@ -126,10 +136,13 @@ def make_mesh(mesh: MeshConfig):
 
 def build_components(config: RunConfig) -> Components:
   """The model (on the run's mesh), examples, reward, planner and KL reference of a run."""
-  model, model_config, tokenizer = load_model(config.model, seed=config.seed,
-                                              mesh=make_mesh(config.model.mesh))
-  processor = load_image_processor(config, model_config)
+  # The data (rows, prompt tokens, images) is read and checked before the weights load.
+  tokenizer = load_model_tokenizer(config.model)
+  processor = load_image_processor(config, read_model_config(config.model))
   examples = load_examples(config, tokenizer, processor)
+  model, model_config, tokenizer = load_model(config.model, seed=config.seed,
+                                              mesh=make_mesh(config.model.mesh),
+                                              tokenizer=tokenizer)
   eval_size = config.data.eval_size
   if config.reward.name == SYNTHETIC_REWARD:
     reward_fn = synthetic.synthetic_reward_fn(config.reward.target_token)
