@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from hicra_jax import options
-from hicra_jax.models import Decoder, KVCache, ModelConfig, schema
+from hicra_jax.models import (Decoder, KVCache, ModelConfig, model_token_logprobs_and_entropy,
+                              schema)
 from hicra_jax.models import attention as A
 from hicra_jax.models.weights import build_model
 
@@ -266,7 +267,6 @@ def test_decoder_chunked_matches_xla(params, monkeypatch):
 
 def test_decoder_chunked_gradients_match_xla(params, monkeypatch):
   """The training update's path: d(mean log-likelihood)/d(params), chunked under remat vs xla."""
-  from hicra_jax.models import model_token_logprobs_and_entropy
   monkeypatch.setitem(A._IMPLS, "chunked", _chunked)
   n, t = 2, 21
   tokens = jnp.asarray(np.random.default_rng(6).integers(0, CONFIG.vocab_size, (n, t)))
@@ -324,6 +324,31 @@ def test_chunked_memory_is_linear_in_length():
   dense_scores = 2 * 2048 * 2048 * 4  # the f32 [Q, T, T] scores of one layer at T = 2048
   assert large < 2.5 * small, (small, large)
   assert large < dense_scores / 4, (large, dense_scores)
+
+
+def test_dots_remat_keeps_chunked_attention_linear_and_exact():
+  """remat "dots" saves the chunked kernel's output and log-sum-exp (named), not its
+  per-block scores: the decoder's update memory grows x1.40 per doubling of T (x3.25, above
+  "none", when the policy kept the scores), and the gradients are remat "none"'s."""
+  config = ModelConfig(vocab_size=64, hidden_size=64, intermediate_size=192, num_layers=4,
+                       num_heads=4, num_kv_heads=2, head_dim=16)
+  graphdef, state = nnx.split(Decoder(config, rngs=nnx.Rngs(0), attention_impl="chunked"))
+
+  def loss(state, tokens, remat):
+    model = nnx.merge(graphdef, state)
+    model.remat = remat
+    lp, _ = model_token_logprobs_and_entropy(model, tokens, jnp.ones(tokens.shape, bool))
+    return jnp.mean(lp)
+
+  grad = jax.jit(jax.grad(loss), static_argnums=2)
+  temp = lambda t, remat: grad.lower(state, jax.ShapeDtypeStruct((2, t), jnp.int32),
+                                     remat).compile().memory_analysis().temp_size_in_bytes
+  small, large = temp(1024, "dots"), temp(2048, "dots")
+  assert large < 1.6 * small and large < temp(2048, "none"), (small, large)
+  tokens = jax.random.randint(jax.random.key(0), (2, 640), 0, 64)  # two query blocks
+  for a, b in zip(jax.tree.leaves(grad(state, tokens, "dots")),
+                  jax.tree.leaves(grad(state, tokens, "none"))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_decoder_update_memory_at_8192_is_at_most_2_3x_that_at_4096():

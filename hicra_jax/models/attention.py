@@ -35,11 +35,14 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from hicra_jax import options
 
 ATTENTION_IMPLS = options.ATTENTIONS
 BLOCK = 512  # default query and key block of "chunked" and "splash"
+# checkpoint_name of the chunked kernel's residuals (its output and log-sum-exp).
+ATTENTION_OUT, ATTENTION_LSE = "attention_out", "attention_lse"
 _NEG = float(jnp.finfo(jnp.float32).min)  # masked logit: finite, so no inf - inf = NaN
 
 
@@ -273,6 +276,9 @@ def _chunked(q, k, v, mask, scale, bq, bkv):
 
 def _chunked_fwd(q, k, v, mask, scale, bq, bkv):
   out, lse = _chunked_forward(q, k, v, mask, scale, bq, bkv)
+  # Named so a remat policy can keep them (decoder.REMAT_POLICIES["dots"]): otherwise a
+  # policy that saves dots keeps every block pair's scores to recompute them (quadratic).
+  out, lse = checkpoint_name(out, ATTENTION_OUT), checkpoint_name(lse, ATTENTION_LSE)
   return out, (q, k, v, mask, out, lse)
 
 

@@ -26,10 +26,14 @@ from hicra_jax.models import vision as VT
 from hicra_jax.models.config import ModelConfig
 from hicra_jax.models.vision_inputs import VisionInputs
 
+# "dots" also keeps the chunked kernel's output and log-sum-exp: without them it would
+# keep the kernel's per-block scores (dots too) to recompute them, memory quadratic in T.
 REMAT_POLICIES = dict(zip(options.REMATS, (
     None,
     jax.checkpoint_policies.nothing_saveable,
-    jax.checkpoint_policies.checkpoint_dots,
+    jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.checkpoint_dots,
+        jax.checkpoint_policies.save_only_these_names(A.ATTENTION_OUT, A.ATTENTION_LSE)),
     jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 ), strict=True))
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

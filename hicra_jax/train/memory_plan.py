@@ -126,10 +126,9 @@ def activation_bytes(config: ModelConfig, *, rows: int, seq_len: int, remat: str
 
     saved     L x tokens x (elements(remat) x c + attention residual): what the
               layer scan keeps for the backward (`_per_token_layer_elements`);
-              the attention residual is, for "none" (and "dots" with dense xla
-              attention, whose score einsum is a dot), Q x S x (4 + c) per token
-              for xla (float32 scores and the probabilities) and Q x 4 (the
-              log-sum-exp) for the memory-efficient kernels; nothing otherwise
+              the attention residual is, for "none" and "dots", Q x S x (4 + c)
+              per token for xla (float32 scores and the probabilities) and Q x 4
+              (the log-sum-exp) for the memory-efficient kernels; nothing otherwise
     one layer tokens x 2 x elements("none") x c: the layer the backward recomputes,
               with its cotangents, plus its attention working set: xla 3 x Q x S x 4
               per token (scores, probabilities, their gradient), memory-efficient
@@ -144,7 +143,7 @@ def activation_bytes(config: ModelConfig, *, rows: int, seq_len: int, remat: str
   tokens = rows * seq_len
   dense = attention not in MEMORY_EFFICIENT
   saved_attention = 0
-  if remat == "none" or (remat == "dots" and dense):
+  if remat in ("none", "dots"):
     saved_attention = q * seq_len * (4 + compute_bytes) if dense else q * 4
   per_token = _per_token_layer_elements(config, remat) * compute_bytes + saved_attention
   saved = config.num_layers * tokens * per_token
@@ -185,8 +184,7 @@ def vision_activation_bytes(config: ModelConfig, *, rows: int, patch_slots: int,
               `_layer_elements(J, F, J, J, remat)`; every block keeps both
               attentions' residuals (lax.cond picks one per block): under "none"
               and "dots" Q x W x (4 + c) for windows, and for full attention
-              Q x X x (4 + c) dense or, under "none", Q x 4 chunked. ("dots" with
-              chunked full attention keeps more: XLA saves the kernel's blocks.)
+              Q x X x (4 + c) dense or Q x 4 chunked
     one block patches x 2 x elements("none") x c, plus the larger attention working
               set: windows patches x Q x W x 12; full, dense patches x Q x X x 12,
               chunked 2 x rows x Q x BLOCK x BLOCK x 4
@@ -205,7 +203,7 @@ def vision_activation_bytes(config: ModelConfig, *, rows: int, patch_slots: int,
   if dense_full:
     full_residual = q * patch_slots * (4 + c) if keeps_scores else 0
   else:
-    full_residual = q * 4 if remat == "none" else 0
+    full_residual = q * 4 if keeps_scores else 0
   # The blocks pick window or full attention with lax.cond, whose backward keeps both
   # branches' residuals (one of them zeros) in every block.
   saved = patches * v.depth * (_layer_elements(j, f, j, j, remat) * c + window_residual
