@@ -34,6 +34,7 @@ import jax
 from hicra_jax import config as config_lib
 from hicra_jax.models import KVCache, ModelConfig, VisionConfig
 from hicra_jax import sharding
+from hicra_jax.data.images import PROCESSOR_FILE
 from hicra_jax.models.attention import BLOCK, auto_kernel
 from hicra_jax.models.gguf import open_gguf
 from hicra_jax.models.paths import resolve_model
@@ -42,7 +43,6 @@ from hicra_jax.sampling.sampler import prompts_per_call
 from hicra_jax.train.run_config import RANDOM_MODEL, MeshConfig, ModelSettings, RunConfig
 
 GIB = 1024 ** 3
-PROCESSOR_FILE = "preprocessor_config.json"
 # Qwen2.5-VL-7B-Instruct's preprocessor_config.json max_pixels (16384 image tokens).
 QWEN25_VL_MAX_PIXELS = 12845056
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
