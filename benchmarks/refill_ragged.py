@@ -11,7 +11,7 @@ sampled three ways, and all three must give the same tokens (checked):
     pending row (rollout.refill_slots in a run).
 Stop tokens every `--stop_every` ids of the vocabulary make the lengths ragged.
 Prints tokens/s (completion tokens / best of `--iters` timed runs after a
-compiling one) and the pool's slot utilization. The device suite
+compiling one), the pool's slot utilization and its speedup over the other two. The device suite
 (benchmarks/device_suite.py, rl_step section) measures the same at RL-step scale.
 """
 
@@ -61,32 +61,35 @@ def main(argv=None) -> None:
                           stop_ids=tuple(range(7, config.vocab_size, a.stop_every)))
   key, buckets = jax.random.key(0), (a.prompt_len,)
   rows = a.prompts * a.n
-  cases = {
-      f"one call of {rows} rows": lambda: generate_arrays(model, prompts, params, key,
-                                                           prompt_buckets=buckets),
-      f"calls of {a.slots} rows": lambda: generate_arrays(model, prompts, params, key,
-                                                           prompt_buckets=buckets,
-                                                           rows_per_call=a.slots),
-      f"pool of {a.slots} slots (refill)": lambda: run_pool(model, prompts, params, key,
-                                                             slots=a.slots,
-                                                             prompt_buckets=buckets)[0],
+  pool = f"pool of {a.slots} slots (refill)"
+  cases = {  # each -> (DeviceRollout, PoolStats or None)
+      f"one call of {rows} rows": lambda: (generate_arrays(model, prompts, params, key,
+                                                            prompt_buckets=buckets), None),
+      f"calls of {a.slots} rows": lambda: (generate_arrays(model, prompts, params, key,
+                                                            prompt_buckets=buckets,
+                                                            rows_per_call=a.slots), None),
+      pool: lambda: run_pool(model, prompts, params, key, slots=a.slots,
+                             prompt_buckets=buckets),
   }
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {rows} rows, prompt "
         f"{a.prompt_len}, up to {a.new} new tokens")
-  reference = None
+  reference, rates, stats = None, {}, None
   for name, fn in cases.items():
-    out, seconds = _best_time(fn, a.iters)
+    (out, case_stats), seconds = _best_time(fn, a.iters)
+    stats = case_stats or stats
     tokens, mask = np.asarray(out.tokens), np.asarray(out.completion_mask)
     if reference is None:
       reference = tokens
     if not np.array_equal(tokens, reference):
       raise SystemExit(f"{name}: tokens differ from the one-call sampler")
     lengths = mask.sum(axis=1)
-    print(f"{name:32s} {mask.sum() / seconds:9.0f} tokens/s  ({mask.sum()} tokens in "
+    rates[name] = mask.sum() / seconds
+    print(f"{name:32s} {rates[name]:9.0f} tokens/s  ({mask.sum()} tokens in "
           f"{seconds:.3f} s; lengths mean {lengths.mean():.0f}, max {lengths.max()})", flush=True)
-  _, stats = run_pool(model, prompts, params, key, slots=a.slots, prompt_buckets=buckets)
+  baselines = [name for name in cases if name != pool]
   print(f"pool: {stats.decode_steps} decode steps, {stats.refills} refills, {stats.segments} "
-        f"segments, slot utilization {stats.utilization:.3f}")
+        f"segments, slot utilization {stats.utilization:.3f}; speedup "
+        + ", ".join(f"x{rates[pool] / rates[b]:.2f} vs {b}" for b in baselines))
 
 
 if __name__ == "__main__":

@@ -136,8 +136,6 @@ def grid_of_size(processor, height: int, width: int, *, where: str = "") -> tupl
   return 1, h // processor.patch_size, w // processor.patch_size
 
 
-
-
 def image_token_counts(grid_Ix3, merge_size: int) -> list[int]:
   """Tokens of each image in the language model: t*h*w / merge_size**2."""
   grid = np.asarray(grid_Ix3, np.int64).reshape(-1, 3)
@@ -216,7 +214,8 @@ def encode_image_prompts(tokenizer, processor, questions: Sequence[str],
     grid = [list(image_grid(processor, p, where)) for p in paths]
     if grid:
       prompt = expand_image_tokens(prompt, grid, pad_id, merge, where)
-    check_image_tokens(prompt, grid, pad_id, merge, where)
+    else:  # a prompt without images must hold no image-pad token
+      check_image_tokens(prompt, grid, pad_id, merge, where)
     out.append((prompt, grid))
   return out
 

@@ -67,12 +67,8 @@ class VisionInputs:
   def num_units(self) -> int:
     return self.token_unit_NxU.shape[1]
 
-  def repeat(self, g: int) -> "VisionInputs":
-    """Each row g times in a row (the G samples of a prompt)."""
-    return jax.tree.map(lambda x: x.repeat(g, axis=0), self)
-
   def take(self, rows) -> "VisionInputs":
-    """The rows at the index array `rows` (micro-batches, shuffles)."""
+    """The rows at the index array `rows` (micro-batches, shuffles, a prompt's G samples)."""
     return jax.tree.map(lambda x: x[rows], self)
 
   @classmethod

@@ -61,7 +61,7 @@ def load_model_tokenizer(m: ModelSettings):
   """The tokenizer of a `model` section (None for the "random" model); no weights are read."""
   if m.path == RANDOM_MODEL:
     return None
-  return load_tokenizer(m.tokenizer or resolve_model(m.path))  # resolves aliases and Hub ids
+  return load_tokenizer(m.tokenizer or m.path)  # resolves aliases; a Hub id's tokenizer files only
 
 
 def load_image_processor(config: RunConfig, model_config):
@@ -76,7 +76,8 @@ def load_image_processor(config: RunConfig, model_config):
   d = config.data
   bounds = {key: value for key, value in (("min_pixels", d.image_min_pixels),
                                            ("max_pixels", d.image_max_pixels)) if value}
-  processor = images_lib.image_processor(resolve_model(config.model.path), **bounds)
+  folder = resolve_model(config.model.path, files=(images_lib.PROCESSOR_FILE,))
+  processor = images_lib.image_processor(folder, **bounds)
   vision = model_config.vision
   for name, expected in (("patch_size", vision.patch_size),
                          ("merge_size", vision.spatial_merge_size),

@@ -222,7 +222,8 @@ def image_max_pixels(config: RunConfig) -> int:
   folder's preprocessor_config.json, else Qwen2.5-VL's published default."""
   if config.data.image_max_pixels:
     return config.data.image_max_pixels
-  path = os.path.join(config.model.path, PROCESSOR_FILE)
+  folder = resolve_model(config.model.path, files=(PROCESSOR_FILE,))
+  path = os.path.join(folder, PROCESSOR_FILE)
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       processor = json.load(f)
@@ -455,9 +456,10 @@ def memory_plan(config: RunConfig, model_config: ModelConfig, *, devices: int,
     logits rows_per_call x V x 4 over the batch shards. The update's sequence is the
     same slots; the activations are `activation_bytes` of ceil(micro_batch_size /
     batch shards) rows (a vision-language model adds `vision_activation_bytes` of
-    those rows, one image of `image_max_pixels` each: the images of a row's prompt
-    run through the tower per row in the update); the batch is `update_batch_bytes` of the step's rollout rows
-    over the batch shards (the whole batch is on device through the update).
+    those rows, one image of `image_max_pixels` each: the update runs a row's
+    prompt images through the tower per row); the batch is `update_batch_bytes` of
+    the step's rollout rows over the batch shards (the whole batch is on device
+    through the update).
   """
   data, fsdp, tensor = mesh_sizes(config.model.mesh, devices)
   shards = data * fsdp

@@ -182,9 +182,7 @@ def merge_micro_batches(x):
 
 def rows_vision(vision, prompt_index_N):
   """The `VisionInputs` of N rows: row i takes `vision`'s row prompt_index_N[i] (None: text)."""
-  if vision is None:
-    return None
-  return jax.tree_util.tree_map(lambda x: x[prompt_index_N], vision)
+  return None if vision is None else vision.take(prompt_index_N)
 
 
 def completion_logprobs(model, tokens_NxS, attention_NxS, num_completion: int,
