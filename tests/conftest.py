@@ -91,3 +91,56 @@ def llama32_tokenizer():
   from hicra_jax import assets
   from hicra_jax.models import load_tokenizer
   return load_tokenizer(assets.llama32_tokenizer_dir())
+
+
+# ---- compiled code released between test files --------------------------------
+
+import gc  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# Every XLA CPU executable maps its code into the process (about 18 memory maps
+# per compiled function), and jax keeps each one in its caches. One pytest
+# process compiles thousands: the whole suite reached 65,399 maps, a few short
+# of Linux's default vm.max_map_count of 65,530, and the next mmap failing
+# inside XLA's compiler crashed the run (SIGSEGV in backend_compile_and_load).
+# Dropping the caches after each file releases them; the largest single file
+# maps about 12,000.
+_MAP_LIMIT_PATH = "/proc/sys/vm/max_map_count"
+_peak_maps = [0]
+
+
+def _memory_maps() -> int:
+  """This process's memory map count (0 where /proc is missing: not Linux)."""
+  try:
+    with open("/proc/self/maps", "rb") as maps:
+      return sum(1 for _ in maps)
+  except OSError:
+    return 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_code():
+  """After each test file: frees its compiled executables (jax.clear_caches).
+
+  Only when the file imported jax: tests that check what a command imports
+  must not see it imported here.
+  """
+  yield
+  _peak_maps[0] = max(_peak_maps[0], _memory_maps())
+  if "jax" in sys.modules:
+    gc.collect()  # the file's models and jitted steps, so their executables can go
+    sys.modules["jax"].clear_caches()
+
+
+def pytest_terminal_summary(terminalreporter):
+  """Reports the peak memory-map count next to the kernel's limit."""
+  if not _peak_maps[0]:
+    return
+  try:
+    with open(_MAP_LIMIT_PATH, encoding="utf-8") as f:
+      limit = f.read().strip()
+  except OSError:
+    limit = "unknown"
+  terminalreporter.write_line(
+      f"peak memory maps at the end of a test file: {_peak_maps[0]} "
+      f"(vm.max_map_count {limit})")
