@@ -98,15 +98,14 @@ def llama32_tokenizer():
 import gc  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-# Every XLA CPU executable maps its code into the process (about 18 memory maps
+# Every XLA CPU executable maps its code into the process (9 to 18 memory maps
 # per compiled function), and jax keeps each one in its caches. One pytest
 # process compiles thousands: the whole suite reached 65,399 maps, a few short
 # of Linux's default vm.max_map_count of 65,530, and the next mmap failing
 # inside XLA's compiler crashed the run (SIGSEGV in backend_compile_and_load).
 # Dropping the caches after each file releases them; the largest single file
 # maps about 12,000.
-_MAP_LIMIT_PATH = "/proc/sys/vm/max_map_count"
-_peak_maps = [0]
+_peak_maps = 0  # the most memory maps seen at the end of a test file
 
 
 def _memory_maps() -> int:
@@ -125,8 +124,9 @@ def release_compiled_code():
   Only when the file imported jax: tests that check what a command imports
   must not see it imported here.
   """
+  global _peak_maps
   yield
-  _peak_maps[0] = max(_peak_maps[0], _memory_maps())
+  _peak_maps = max(_peak_maps, _memory_maps())
   if "jax" in sys.modules:
     gc.collect()  # the file's models and jitted steps, so their executables can go
     sys.modules["jax"].clear_caches()
@@ -134,13 +134,13 @@ def release_compiled_code():
 
 def pytest_terminal_summary(terminalreporter):
   """Reports the peak memory-map count next to the kernel's limit."""
-  if not _peak_maps[0]:
+  if not _peak_maps:
     return
   try:
-    with open(_MAP_LIMIT_PATH, encoding="utf-8") as f:
+    with open("/proc/sys/vm/max_map_count", encoding="utf-8") as f:
       limit = f.read().strip()
   except OSError:
     limit = "unknown"
   terminalreporter.write_line(
-      f"peak memory maps at the end of a test file: {_peak_maps[0]} "
+      f"peak memory maps at the end of a test file: {_peak_maps} "
       f"(vm.max_map_count {limit})")

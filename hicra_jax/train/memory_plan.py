@@ -200,10 +200,9 @@ def vision_activation_bytes(config: ModelConfig, *, rows: int, patch_slots: int,
   dense_full = attention not in MEMORY_EFFICIENT
   keeps_scores = remat in ("none", "dots")
   window_residual = q * w * (4 + c) if keeps_scores else 0
-  if dense_full:
-    full_residual = q * patch_slots * (4 + c) if keeps_scores else 0
-  else:
-    full_residual = q * 4 if keeps_scores else 0
+  full_residual = 0
+  if keeps_scores:
+    full_residual = q * patch_slots * (4 + c) if dense_full else q * 4
   # The blocks pick window or full attention with lax.cond, whose backward keeps both
   # branches' residuals (one of them zeros) in every block.
   saved = patches * v.depth * (_layer_elements(j, f, j, j, remat) * c + window_residual
